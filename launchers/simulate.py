@@ -1,0 +1,183 @@
+r"""Simulates a federated recommender on a protocol split and writes its results (Sec. 6).
+
+  python -m launchers.simulate --algorithm=rqfedrec --dataset=ml-100k --protocol=paper \
+      --partition=blocks --clients=100 --rounds=300 --seed=0 --output_dir=results/rqfedrec-s0
+
+Algorithms: `rqfedrec` (Alg. 1), `fedmf` (ID-indexed FedAvg of the item table), `mf_local` (no
+aggregation) and `mostpop` (train popularity, no training: the reference row every method must beat).
+`--dataset=file` reads `--interactions_file` (and optionally `--item_file`) with the generic loader.
+DIR receives summary.json, rounds.csv, flags.json and, with --save_topk, topk.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from tff_rqfed import execution
+from tff_rqfed import simulation
+from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
+from tff_rqfed.data import interactions, movielens, partition, protocols, text
+from tff_rqfed.evaluation import popularity
+from tff_rqfed.federated import client_work as cw
+from tff_rqfed.semantic import encoders
+
+ALGORITHMS = ('rqfedrec', 'fedmf', 'mf_local', 'mostpop')
+
+_ALGORITHM = flags.DEFINE_enum('algorithm', 'rqfedrec', ALGORITHMS, 'Which method to run.')
+_DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m', 'file'], 'Dataset.')
+_INTERACTIONS_FILE = flags.DEFINE_string('interactions_file', None, 'With --dataset=file: interactions.')
+_ITEM_FILE = flags.DEFINE_string('item_file', None, 'With --dataset=file: optional item file (text).')
+_RATING_THRESHOLD = flags.DEFINE_float('rating_threshold', None, 'Keep ratings >= this (default all).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data cache (default $TFF_RQFED_DATA_DIR or ./data).')
+_PROTOCOL = flags.DEFINE_enum('protocol', 'paper', list(protocols.PROTOCOLS), 'Train/valid/test split.')
+_PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
+_CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).')
+_ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.')
+_PATIENCE = flags.DEFINE_integer('patience', 10, 'Early-stopping patience in rounds (valid NDCG@10).')
+_MIN_ROUNDS = flags.DEFINE_integer('min_rounds', None,
+                                   'No early stop before this round (default: rqfedrec T_warm + tau, else 0).')
+_EVAL_EVERY = flags.DEFINE_integer('eval_every', 1, 'Validate every N rounds.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the split, initialisation, sampling and k-means.')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where results are written.', required=True)
+_SAVE_TOPK = flags.DEFINE_bool('save_topk', False, "Write each test user's top-K (original ids).")
+_TOP_K = flags.DEFINE_integer('top_k', 10, 'K of the metrics.')
+_PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+# Model and local training (Sec. 6.1.4).
+_DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.')
+_INIT_SCALE = flags.DEFINE_float('init_scale', 0.1, 'Std of the N(0, s^2) embedding initialisation.')
+_LR = flags.DEFINE_float('learning_rate', 0.001, 'Adam learning rate of local training.')
+_WD = flags.DEFINE_float('weight_decay', 0.0, 'Adam weight decay (L2) of local training.')
+_EPOCHS = flags.DEFINE_integer('local_epochs', 1, 'Local epochs per round.')
+_BATCH = flags.DEFINE_integer('batch_size', 256, 'Local batch size.')
+_NEGATIVES = flags.DEFINE_integer('num_negatives', 4, 'Sampled negatives per positive.')
+# RQFedRec (Sec. 4).
+_LEVELS = flags.DEFINE_integer('levels', 3, 'L, residual levels.')
+_CODES = flags.DEFINE_integer('codes_per_level', None, 'M (default 256 on ML-100k, 512 otherwise).')
+_TAU = flags.DEFINE_integer('refresh_every', 10, 'tau: rounds between collaborative-id refreshes.')
+_WARMUP = flags.DEFINE_integer('warmup_rounds', 100, 'T_warm of Eq. 10.')
+_WARMUP_FROM = flags.DEFINE_enum('warmup_from', 'first_refresh', list(rqfedrec.WARMUP_FROM),
+                                 'lambda warm-up counted from round 0 (Eq. 10) or from the first refresh.')
+_LAPLACE = flags.DEFINE_float('laplace_scale', 0.0, 'delta of Eq. 11 (0: no noise).')
+_CODEBOOK_ITEMS = flags.DEFINE_enum('codebook_items', 'trained', list(rqfedrec.CODEBOOK_ITEMS),
+                                    'Items the codebook fit (Eq. 7) covers.')
+_CODEBOOK_FIT = flags.DEFINE_enum('codebook_fit', 'blockwise', list(rqfedrec.CODEBOOK_FITS),
+                                  'How clients minimise Eq. 7.')
+_CODEBOOK_SWEEPS = flags.DEFINE_integer('codebook_sweeps', 3, 'Blockwise fit: passes over the 2L blocks.')
+_CODEBOOK_RIDGE = flags.DEFINE_float('codebook_ridge', 1.0, 'Blockwise fit: ridge towards the global codes.')
+_CODEBOOK_STEPS = flags.DEFINE_integer('codebook_steps', 50, 'Adam fit: steps.')
+_CODEBOOK_LR = flags.DEFINE_float('codebook_learning_rate', 0.05, 'Adam fit: learning rate.')
+_REFRESH_VALUES = flags.DEFINE_enum('refresh_values', 'lstsq', list(rqfedrec.REFRESH_VALUES),
+                                    'Collaborative code values after a refresh.')
+_CHANNELS = flags.DEFINE_enum('channels', 'both', list(rqfedrec.CHANNELS),
+                              "'semantic' = w/o CC, 'collaborative' = w/o SC (Fig. 3).")
+_FIX_CC = flags.DEFINE_bool('fix_collaborative_ids', False, 'Fix CC ablation: ids built once.')
+_NO_IE = flags.DEFINE_bool('without_item_embedding', False, 'w/o IE ablation: train codebooks directly.')
+_SEMANTIC_INIT = flags.DEFINE_enum('semantic_init', 'projection', list(rqfedrec.SEMANTIC_INITS),
+                                   'Initial semantic code values.')
+_ENCODER = flags.DEFINE_enum('encoder', 'use', list(encoders.ENCODERS), 'Text encoder (Sec. 4.3.1).')
+
+
+def load_dataset():
+  data_dir = _DATA_DIR.value
+  if _DATASET.value == 'file':
+    if not _INTERACTIONS_FILE.value:
+      raise app.UsageError('--dataset=file needs --interactions_file')
+    return interactions.load_interactions(
+        _INTERACTIONS_FILE.value, name=pathlib.Path(_INTERACTIONS_FILE.value).stem,
+        item_path=_ITEM_FILE.value, rating_threshold=_RATING_THRESHOLD.value,
+    )
+  dataset = movielens.load_movielens(_DATASET.value, cache_dir=data_dir)
+  if _RATING_THRESHOLD.value is not None:
+    raise app.UsageError('--rating_threshold applies to --dataset=file only')
+  return dataset
+
+
+def build_process(dataset, seed: int):
+  training = cw.LocalTraining(
+      epochs=_EPOCHS.value, batch_size=_BATCH.value, num_negatives=_NEGATIVES.value,
+      learning_rate=_LR.value, weight_decay=_WD.value,
+  )
+  common = dict(num_items=dataset.num_items, embedding_dim=_DIM.value, training=training,
+                init_scale=_INIT_SCALE.value, seed=seed)
+  if _ALGORITHM.value == 'fedmf':
+    return fedmf.build_fedmf(**common)
+  if _ALGORITHM.value == 'mf_local':
+    return mf_local.build_mf_local(**common)
+  codes = _CODES.value or (256 if dataset.name == 'ml-100k' else 512)
+  config = rqfedrec.RQConfig(
+      levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,
+      warmup_rounds=_WARMUP.value, laplace_scale=_LAPLACE.value,
+      codebook_items=_CODEBOOK_ITEMS.value, codebook_fit=_CODEBOOK_FIT.value,
+      codebook_sweeps=_CODEBOOK_SWEEPS.value, codebook_ridge=_CODEBOOK_RIDGE.value,
+      codebook_steps=_CODEBOOK_STEPS.value,
+      codebook_learning_rate=_CODEBOOK_LR.value, refresh_values=_REFRESH_VALUES.value,
+      warmup_from=_WARMUP_FROM.value, channels=_CHANNELS.value,
+      fix_collaborative_ids=_FIX_CC.value, item_embedding=not _NO_IE.value,
+      semantic_init=_SEMANTIC_INIT.value,
+  )
+  text_embeddings = None
+  if config.channels != 'collaborative':
+    cache_dir = _DATA_DIR.value or movielens.default_cache_dir()
+    text_embeddings = encoders.item_text_embeddings(
+        text.item_texts(dataset), dataset_name=dataset.name, encoder=_ENCODER.value,
+        cache_dir=cache_dir,
+    )
+  return rqfedrec.build_rqfedrec(text_embeddings=text_embeddings, config=config, **common)
+
+
+def run_mostpop(dataset, split, output_dir):
+  scores = popularity.most_popular_scores(
+      np.concatenate([split.train, split.valid]), num_users=split.num_users, num_items=split.num_items)
+  test, _ = simulation.evaluate_scores(scores, split, k=_TOP_K.value, on='test')
+  summary = {'algorithm': 'mostpop', 'test': test['correct'], 'test_paper': test['paper'],
+             'best_round': 0, 'rounds_run': 0, 'seconds_per_round': None,
+             'communication': {'upload': 0, 'download': 0}}
+  simulation.write_atomic(output_dir / 'summary.json', json.dumps(summary, indent=2) + '\n')
+  return summary
+
+
+def main(argv):
+  del argv
+  output_dir = pathlib.Path(_OUTPUT_DIR.value)
+  flag_values = {flag.name: flag.value
+                 for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])}
+  simulation.write_atomic(output_dir / 'flags.json', json.dumps(flag_values, indent=2, sort_keys=True))
+  seed = _SEED.value
+  dataset = load_dataset()
+  split = protocols.make_split(dataset, protocol=_PROTOCOL.value, seed=seed)
+  if _ALGORITHM.value == 'mostpop':
+    summary = run_mostpop(dataset, split, output_dir)
+  else:
+    clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)
+    execution.set_execution_context()
+    process = build_process(dataset, seed)
+    min_rounds = _MIN_ROUNDS.value
+    if min_rounds is None:
+      min_rounds = _WARMUP.value + _TAU.value if _ALGORITHM.value == 'rqfedrec' else 0
+    config = simulation.SimulationConfig(
+        rounds=_ROUNDS.value, patience=_PATIENCE.value, min_rounds=min_rounds,
+        eval_every=_EVAL_EVERY.value, seed=seed, k=_TOP_K.value, save_topk=_SAVE_TOPK.value,
+        progress=_PROGRESS.value,
+    )
+    summary = simulation.run_simulation(
+        process, split=split, clients=clients, config=config, output_dir=output_dir,
+        item_ids=dataset.item_ids, user_ids=dataset.user_ids,
+        extra_summary={'dataset': dataset.name, 'protocol': _PROTOCOL.value,
+                       'partition': _PARTITION.value, 'num_clients': len(clients), 'seed': seed},
+    )
+  print(json.dumps({key: summary[key] for key in ('algorithm', 'test', 'test_paper', 'best_round',
+                                                  'rounds_run', 'seconds_per_round', 'communication')},
+                   indent=2))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,1 @@
+"""tff-rqfed: TensorFlow Federated reference implementation of RQFedRec."""

@@ -1,0 +1,84 @@
+"""FedMF: ID-indexed federated matrix factorisation (Chai et al. 2020; Sec. 3.2 and Table 2 of the paper).
+
+Each round the server broadcasts the item table `float32[I, d]`, every client trains its private user
+embeddings and the table on its positives (Eq. 3), uploads the whole table, and the server takes the
+`tff.federated_mean` weighted by |D_k| (FedAvg). This is the ID-indexed paradigm RQFedRec replaces; it
+is also the `w/o C` ablation of Fig. 3.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import process
+from tff_rqfed.models import mf
+
+
+def build_fedmf(
+    *,
+    num_items: int,
+    embedding_dim: int = 512,
+    training: cw.LocalTraining = cw.LocalTraining(),
+    init_scale: float = 0.1,
+    seed: int = 0,
+) -> process.RecommenderProcess:
+  """Builds FedMF as a `RecommenderProcess` over a TFF `initialize`/`next`."""
+  item_type = tff.TensorType(np.float32, [num_items, embedding_dim])
+  user_type = cw.user_state_type(embedding_dim)
+  state_type = tff.types.to_type(
+      collections.OrderedDict(item_embeddings=item_type, round_num=tff.TensorType(np.int32))
+  )
+
+  @tff.tensorflow.computation(state_type)
+  def server_payload(state):
+    return state['item_embeddings']
+
+  @tff.tensorflow.computation(item_type, user_type, process.client_data_type())
+  def client_work(item_embeddings, user_embeddings, data):
+    rows, coefficients = mf.identity_parameterisation(num_items)
+    users, items, loss, _ = cw.train_on_items(
+        user_embeddings, item_embeddings, rows, coefficients, data, training
+    )
+    return process.ClientOutput(
+        upload=items, weight=cw.example_weight(data), client_state=users,
+        metrics=cw.metrics(loss=loss),
+    )
+
+  @tff.tensorflow.computation(state_type, item_type)
+  def server_update(state, mean_items):
+    return collections.OrderedDict(item_embeddings=mean_items, round_num=state['round_num'] + 1)
+
+  round_fn = process.build_round(
+      server_state_type=state_type, client_state_type=user_type, server_payload=server_payload,
+      client_work=client_work, server_update=server_update,
+  )
+  initial_state = collections.OrderedDict(
+      item_embeddings=cw.initial_item_embeddings(
+          num_items, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
+      ),
+      round_num=np.int32(0),
+  )
+
+  def initial_client_states(clients):
+    return cw.initial_user_embeddings(
+        clients, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
+    )
+
+  def scores(state, client_states, clients, num_users):
+    users = cw.stack_users(client_states, clients, num_users, embedding_dim)
+    return users @ np.asarray(state['item_embeddings']).T
+
+  return process.RecommenderProcess(
+      name='fedmf',
+      iterative_process=process.build_iterative_process(initial_state, round_fn),
+      client_work=client_work,
+      initial_client_states=initial_client_states,
+      scores=scores,
+      broadcast_type=server_payload.type_signature.result,
+      upload_type=client_work.type_signature.result[0],
+  )

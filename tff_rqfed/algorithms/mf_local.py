@@ -1,0 +1,88 @@
+"""mf_local: matrix factorisation with no aggregation (the "MF, No Aggregation" column of Table 2).
+
+Every client keeps both its user embeddings and its own item table `float32[I, d]` as private state and
+trains them on its positives each round (Eq. 3); nothing but the training loss reaches the server. It is
+built from the same round as FedMF with no upload and no server update.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import process
+from tff_rqfed.models import mf
+
+
+def build_mf_local(
+    *,
+    num_items: int,
+    embedding_dim: int = 512,
+    training: cw.LocalTraining = cw.LocalTraining(),
+    init_scale: float = 0.1,
+    seed: int = 0,
+) -> process.RecommenderProcess:
+  """Builds local-only MF as a `RecommenderProcess`."""
+  item_type = tff.TensorType(np.float32, [num_items, embedding_dim])
+  client_state_type = tff.types.to_type(
+      collections.OrderedDict(user_embeddings=cw.user_state_type(embedding_dim), item_embeddings=item_type)
+  )
+  state_type = tff.types.to_type(collections.OrderedDict(round_num=tff.TensorType(np.int32)))
+
+  @tff.tensorflow.computation(state_type)
+  def server_payload(state):
+    return state['round_num']
+
+  @tff.tensorflow.computation(tff.TensorType(np.int32), client_state_type, process.client_data_type())
+  def client_work(round_num, client_state, data):
+    del round_num
+    rows, coefficients = mf.identity_parameterisation(num_items)
+    users, items, loss, _ = cw.train_on_items(
+        client_state['user_embeddings'], client_state['item_embeddings'], rows, coefficients, data,
+        training,
+    )
+    return process.ClientOutput(
+        upload=(), weight=cw.example_weight(data),
+        client_state=collections.OrderedDict(user_embeddings=users, item_embeddings=items),
+        metrics=cw.metrics(loss=loss),
+    )
+
+  round_fn = process.build_round(
+      server_state_type=state_type, client_state_type=client_state_type,
+      server_payload=server_payload, client_work=client_work, server_update=None,
+  )
+  initial_items = cw.initial_item_embeddings(
+      num_items, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
+  )
+
+  def initial_client_states(clients):
+    users = cw.initial_user_embeddings(
+        clients, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
+    )
+    return [
+        collections.OrderedDict(user_embeddings=u, item_embeddings=initial_items.copy()) for u in users
+    ]
+
+  def scores(state, client_states, clients, num_users):
+    del state
+    result = np.zeros((num_users, num_items), np.float32)
+    for client_state, client in zip(client_states, clients):
+      result[client.user_ids] = np.asarray(client_state['user_embeddings']) @ np.asarray(
+          client_state['item_embeddings']).T
+    return result
+
+  return process.RecommenderProcess(
+      name='mf_local',
+      iterative_process=process.build_iterative_process(
+          collections.OrderedDict(round_num=np.int32(0)), round_fn
+      ),
+      client_work=client_work,
+      initial_client_states=initial_client_states,
+      scores=scores,
+      broadcast_type=server_payload.type_signature.result,
+      upload_type=None,
+  )

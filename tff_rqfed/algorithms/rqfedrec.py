@@ -1,0 +1,330 @@
+"""RQFedRec: feature-indexed federated recommendation with residual-quantised codebooks (Alg. 1).
+
+One round (Alg. 1, lines 4-16):
+
+* server -> clients: dual-channel codebooks `float32[2, L, M, d]`, semantic and collaborative code ids
+  `int32[I, L]` each, and the round's collaborative rate lambda_t (Eq. 10);
+* client work (`tff.tensorflow.computation`): rebuild every item embedding from codebooks and ids
+  (Eq. 9), train user embeddings and items on D_k (Eq. 3), add Laplace noise of scale delta (Eq. 11),
+  fit both codebooks to the client's items by MSE with ids and item embeddings frozen (Eq. 6, 7), return
+  the codebooks and |D_k|;
+* aggregation: `tff.federated_mean` of the codebooks weighted by |D_k| (Eq. 8);
+* server program logic between rounds (`after_round`, in Python so RQ-kmeans can use a GPU): every tau
+  rounds rebuild the collaborative ids by RQ-kmeans on the normalised reconstructed item embeddings
+  (Sec. 4.3.2), and set lambda for the next round (Eq. 10, 0 until collaborative ids exist, Sec. 4.4).
+
+Options beyond the paper's text, each measured (see the README's results):
+* `codebook_fit`: Eq. 7 minimised by exact block coordinate descent with a ridge towards the global
+  codebooks (`blockwise`, `codebooks.fit_codebooks_blockwise`) or by full-batch Adam (`adam`).
+* `codebook_items`: fit Eq. 7 over the client's positives (`positives`, the paper's I_k) or over every
+  item the round trained, positives and sampled negatives (`trained`).
+* `refresh_values`: after a refresh, the collaborative codebook is either the k-means centres of the
+  normalised embeddings (`centres`, the paper read literally: wrong scale, the item table jumps) or the
+  exact least-squares codebook that reproduces the current item embeddings under the new ids
+  (`lstsq`), so a refresh keeps what was learned. `after_round` reports the relative change.
+* `warmup_from`: lambda = min(1, t/T_warm) (`zero`, Eq. 10) or min(1, (t - t_first_refresh)/T_warm)
+  (`first_refresh`), which avoids lambda jumping from 0 to t/T_warm at the first refresh.
+* Ablations of Fig. 3: `channels='semantic'` (w/o CC), `channels='collaborative'` (w/o SC),
+  `fix_collaborative_ids` (Fix CC: ids built at the first refresh and never again),
+  `item_embedding=False` (w/o IE: codebooks trained directly on the interactions). `w/o C` is FedMF.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import privacy
+from tff_rqfed.federated import process
+from tff_rqfed.models import mf
+from tff_rqfed.quantization import codebooks as cb
+from tff_rqfed.quantization import rq_kmeans
+
+CODEBOOK_ITEMS = ('positives', 'trained')
+CODEBOOK_FITS = ('blockwise', 'adam')
+REFRESH_VALUES = ('lstsq', 'centres')
+WARMUP_FROM = ('zero', 'first_refresh')
+CHANNELS = ('both', 'semantic', 'collaborative')
+SEMANTIC_INITS = ('projection', 'random')
+
+
+@dataclasses.dataclass(frozen=True)
+class RQConfig:
+  """RQFedRec options (Sec. 4, 6.1.4). Defaults from the paper: L=3, M=256 (ML-100k), tau=10, T_warm=100."""
+
+  levels: int = 3
+  codes_per_level: int = 256
+  refresh_every: int = 10  # tau
+  warmup_rounds: int = 100  # T_warm
+  laplace_scale: float = 0.0  # delta of Eq. 11
+  codebook_items: str = 'trained'
+  codebook_fit: str = 'blockwise'
+  codebook_sweeps: int = 3  # blockwise
+  codebook_ridge: float = 1.0  # blockwise
+  codebook_steps: int = 50  # adam
+  codebook_learning_rate: float = 0.05  # adam
+  refresh_values: str = 'lstsq'
+  warmup_from: str = 'first_refresh'
+  channels: str = 'both'
+  fix_collaborative_ids: bool = False
+  item_embedding: bool = True
+  semantic_init: str = 'projection'
+  kmeans_iterations: int = 50
+
+  def __post_init__(self):
+    for name, allowed in (('codebook_items', CODEBOOK_ITEMS), ('codebook_fit', CODEBOOK_FITS),
+                          ('refresh_values', REFRESH_VALUES),
+                          ('warmup_from', WARMUP_FROM), ('channels', CHANNELS),
+                          ('semantic_init', SEMANTIC_INITS)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
+    for name in ('levels', 'codes_per_level', 'refresh_every'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'{name} must be >= 1, got {getattr(self, name)!r}')
+    if self.laplace_scale < 0:
+      raise ValueError(f'laplace_scale must be >= 0, got {self.laplace_scale!r}')
+    for name in ('codebook_steps', 'codebook_sweeps', 'codebook_ridge'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'{name} must be >= 0, got {getattr(self, name)!r}')
+
+
+def semantic_codebook(text_embeddings, *, config: RQConfig, embedding_dim: int, init_scale: float,
+                      seed: int):
+  """Fixed semantic ids `int32[I, L]` and initial semantic codebook `float32[L, M, d]` (Sec. 4.3.1).
+
+  Ids come from RQ-kmeans on the text embeddings projected to d dimensions and rescaled so an item
+  vector has the norm of the MF initialisation (init_scale * sqrt(d)); the projection is the identity
+  when the text dimension equals d, else a seeded Gaussian map, which keeps distances up to scale.
+  `semantic_init='projection'` uses the k-means centres of that projection as code values, `'random'`
+  draws them N(0, init_scale^2 / L) like an MF table.
+  """
+  text = np.asarray(text_embeddings, np.float32)
+  if text.shape[1] != embedding_dim:
+    projection = np.random.default_rng([seed, 3]).normal(
+        0.0, 1.0 / np.sqrt(embedding_dim), (text.shape[1], embedding_dim)
+    ).astype(np.float32)
+    text = text @ projection
+  norms = np.linalg.norm(text, axis=1, keepdims=True)
+  projected = text / np.maximum(norms, 1e-12) * init_scale * np.sqrt(embedding_dim)
+  result = rq_kmeans.rq_kmeans(
+      projected, levels=config.levels, codes_per_level=config.codes_per_level, seed=seed,
+      iterations=config.kmeans_iterations,
+  )
+  if config.semantic_init == 'projection':
+    values = result.centres
+  else:
+    values = np.random.default_rng([seed, 4]).normal(
+        0.0, init_scale / np.sqrt(config.levels), result.centres.shape
+    ).astype(np.float32)
+  return result.codes.astype(np.int32), values.astype(np.float32)
+
+
+def build_rqfedrec(
+    *,
+    num_items: int,
+    text_embeddings: np.ndarray | None,
+    embedding_dim: int = 512,
+    training: cw.LocalTraining = cw.LocalTraining(),
+    config: RQConfig = RQConfig(),
+    init_scale: float = 0.1,
+    seed: int = 0,
+) -> process.RecommenderProcess:
+  """Builds RQFedRec (Alg. 1) as a `RecommenderProcess`.
+
+  Args:
+    num_items: I.
+    text_embeddings: float32[I, D] semantic item embeddings (Sec. 4.3.1); may be None only with
+      `channels='collaborative'` (w/o SC).
+  """
+  levels, codes, d = config.levels, config.codes_per_level, embedding_dim
+  if num_items < codes:
+    raise ValueError(f'codes_per_level={codes} exceeds the number of items {num_items}')
+  codebook_type = tff.TensorType(np.float32, [2, levels, codes, d])
+  ids_type = tff.TensorType(np.int32, [num_items, levels])
+  payload_type = tff.types.to_type(collections.OrderedDict(
+      codebooks=codebook_type, semantic_ids=ids_type, collaborative_ids=ids_type,
+      collaborative_rate=tff.TensorType(np.float32),
+  ))
+  state_type = tff.types.to_type(collections.OrderedDict(
+      codebooks=codebook_type, semantic_ids=ids_type, collaborative_ids=ids_type,
+      collaborative_rate=tff.TensorType(np.float32), round_num=tff.TensorType(np.int32),
+  ))
+  user_type = cw.user_state_type(d)
+
+  @tff.tensorflow.computation(state_type)
+  def server_payload(state):
+    return collections.OrderedDict(
+        codebooks=state['codebooks'], semantic_ids=state['semantic_ids'],
+        collaborative_ids=state['collaborative_ids'], collaborative_rate=state['collaborative_rate'],
+    )
+
+  @tff.tensorflow.computation(payload_type, user_type, process.client_data_type())
+  def client_work(payload, user_embeddings, data):
+    rows, coefficients = cb.codebook_parameterisation(
+        payload['semantic_ids'], payload['collaborative_ids'], payload['collaborative_rate'],
+        codes_per_level=codes,
+    )
+    global_params = cb.flatten(payload['codebooks'])
+    if config.item_embedding:
+      all_items = tf.range(num_items)
+      # Eq. 9: the client's item table is rebuilt from the global codebooks.
+      table = mf.item_vectors(global_params, rows, coefficients, all_items)
+      id_rows, id_coef = mf.identity_parameterisation(num_items)
+      users, table, loss, trained = cw.train_on_items(
+          user_embeddings, table, id_rows, id_coef, data, training
+      )
+      if config.laplace_scale > 0:  # Eq. 11
+        table = table + privacy.laplace_noise(
+            tf.shape(table), scale=config.laplace_scale, seed=data['seed'] + 17
+        )
+      if config.codebook_items == 'trained':
+        fit_mask = trained
+      else:
+        fit_mask = tf.scatter_nd(data['items'][:, None], tf.ones_like(data['items']), [num_items]) > 0
+      fit_items = tf.cast(tf.reshape(tf.where(fit_mask), [-1]), tf.int32)
+      if config.codebook_fit == 'blockwise':  # Eq. 7
+        fitted_codebooks, code_loss_before, code_loss_after = cb.fit_codebooks_blockwise(
+            payload['codebooks'], payload['semantic_ids'], payload['collaborative_ids'],
+            payload['collaborative_rate'], table, fit_items,
+            sweeps=config.codebook_sweeps, ridge=config.codebook_ridge,
+        )
+        params = cb.flatten(fitted_codebooks)
+      else:
+        params, code_loss_before, code_loss_after = cb.fit_codebooks(
+            global_params, rows, coefficients, table, fit_items,
+            steps=config.codebook_steps, learning_rate=config.codebook_learning_rate,
+        )
+      fitted = tf.size(fit_items)
+    else:  # w/o IE: the codebooks are the item parameters of Eq. 3.
+      users, params, loss, trained = cw.train_on_items(
+          user_embeddings, global_params, rows, coefficients, data, training
+      )
+      code_loss_before = code_loss_after = tf.constant(0.0)
+      fitted = tf.reduce_sum(tf.cast(trained, tf.int32))
+    changed_codes = tf.reduce_sum(tf.cast(tf.reduce_any(tf.not_equal(params, global_params), axis=1), tf.int32))
+    return process.ClientOutput(
+        upload=tf.reshape(params, [2, levels, codes, d]),
+        weight=cw.example_weight(data),
+        client_state=users,
+        metrics=cw.metrics(
+            loss=loss, code_loss_before=code_loss_before, code_loss_after=code_loss_after,
+            changed_codes=changed_codes, fitted_items=fitted,
+        ),
+    )
+
+  @tff.tensorflow.computation(state_type, codebook_type)
+  def server_update(state, mean_codebooks):  # Eq. 8 happened in federated_mean.
+    new_state = collections.OrderedDict(state)
+    new_state['codebooks'] = mean_codebooks
+    new_state['round_num'] = state['round_num'] + 1
+    return new_state
+
+  round_fn = process.build_round(
+      server_state_type=state_type, client_state_type=user_type, server_payload=server_payload,
+      client_work=client_work, server_update=server_update,
+  )
+
+  # Initial server state (Alg. 1 lines 1-2).
+  codebooks0 = np.zeros((2, levels, codes, d), np.float32)
+  collaborative_ids0 = np.zeros((num_items, levels), np.int32)
+  if config.channels == 'collaborative':
+    semantic_ids0 = np.zeros((num_items, levels), np.int32)
+    # No semantic channel: collaborative ids start from the random MF item table.
+    table0 = cw.initial_item_embeddings(num_items, embedding_dim=d, init_scale=init_scale, seed=seed)
+    collaborative_ids0, codebooks0[cb.COLLABORATIVE] = _collaborative_codes(
+        table0, None, config=config, seed=seed, rate=1.0)
+    rate0 = 1.0
+  else:
+    if text_embeddings is None:
+      raise ValueError(f'channels={config.channels!r} needs text_embeddings for the semantic ids')
+    semantic_ids0, codebooks0[cb.SEMANTIC] = semantic_codebook(
+        text_embeddings, config=config, embedding_dim=d, init_scale=init_scale, seed=seed
+    )
+    rate0 = 0.0
+  initial_state = collections.OrderedDict(
+      codebooks=codebooks0, semantic_ids=semantic_ids0, collaborative_ids=collaborative_ids0,
+      collaborative_rate=np.float32(rate0), round_num=np.int32(0),
+  )
+  refresh = {'first_round': None}
+
+  def rate_for(round_num):
+    if config.channels == 'collaborative':
+      return 1.0
+    if config.channels == 'semantic' or refresh['first_round'] is None:
+      return 0.0
+    start = 0 if config.warmup_from == 'zero' else refresh['first_round']
+    return cb.collaborative_rate(round_num, warmup_rounds=config.warmup_rounds, start_round=start)
+
+  def after_round(state, round_num):
+    """Server program logic after round t: collaborative-id refresh (Alg. 1 l. 14-16) and lambda_{t+1}."""
+    state = collections.OrderedDict(state)
+    info = {}
+    due = (config.channels != 'semantic' and round_num % config.refresh_every == 0
+           and not (config.fix_collaborative_ids and refresh['first_round'] is not None))
+    if due:
+      before = cb.reconstruct_items(
+          state['codebooks'], state['semantic_ids'], state['collaborative_ids'],
+          state['collaborative_rate']).numpy()
+      if refresh['first_round'] is None:
+        refresh['first_round'] = round_num
+      next_rate = rate_for(round_num + 1)
+      codebooks = np.array(state['codebooks'])
+      semantic_part = (1.0 - next_rate) * cb.reconstruct_items(
+          codebooks, state['semantic_ids'], state['collaborative_ids'], 0.0).numpy()
+      state['collaborative_ids'], codebooks[cb.COLLABORATIVE] = _collaborative_codes(
+          before, before - semantic_part, config=config, seed=seed + round_num, rate=next_rate)
+      state['codebooks'] = codebooks
+      after = cb.reconstruct_items(
+          codebooks, state['semantic_ids'], state['collaborative_ids'], next_rate).numpy()
+      info['refresh_change'] = float(np.sum((after - before) ** 2) / max(np.sum(before ** 2), 1e-12))
+    state['collaborative_rate'] = np.float32(rate_for(round_num + 1))
+    info['collaborative_rate'] = float(state['collaborative_rate'])
+    return state, info
+
+  def initial_client_states(clients):
+    return cw.initial_user_embeddings(clients, embedding_dim=d, init_scale=init_scale, seed=seed)
+
+  def scores(state, client_states, clients, num_users):
+    users = cw.stack_users(client_states, clients, num_users, d)
+    items = cb.reconstruct_items(state['codebooks'], state['semantic_ids'],
+                                 state['collaborative_ids'], state['collaborative_rate']).numpy()
+    return users @ items.T
+
+  return process.RecommenderProcess(
+      name='rqfedrec',
+      iterative_process=process.build_iterative_process(initial_state, round_fn),
+      client_work=client_work,
+      initial_client_states=initial_client_states,
+      scores=scores,
+      broadcast_type=server_payload.type_signature.result,
+      upload_type=client_work.type_signature.result[0],
+      after_round=after_round,
+  )
+
+
+def _collaborative_codes(items, targets, *, config: RQConfig, seed: int, rate: float):
+  """Collaborative ids int32[I, L] and codebook float32[L, M, d] from item embeddings (Sec. 4.3.2).
+
+  Ids: RQ-kmeans on the L2-normalised `items: float32[I, d]`. Values: the k-means centres
+  (`refresh_values='centres'`), or the least-squares codebook whose collaborative term, scaled by
+  `rate`, reproduces `targets` (the part of the item embeddings the collaborative channel must carry).
+  """
+  normalised = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+  result = rq_kmeans.rq_kmeans(
+      normalised, levels=config.levels, codes_per_level=config.codes_per_level, seed=seed,
+      iterations=config.kmeans_iterations,
+  )
+  codes = result.codes.astype(np.int32)
+  if config.refresh_values == 'centres':
+    return codes, result.centres.astype(np.float32)
+  if targets is None or rate <= 1e-6:
+    targets, rate = items, 1.0
+  values = cb.least_squares_codebook(
+      codes, targets, codes_per_level=config.codes_per_level, scale=rate
+  )
+  return codes, values

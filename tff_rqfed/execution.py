@@ -1,0 +1,78 @@
+"""The TFF execution context and the clean-up of its C++ worker subprocess.
+
+TFF 0.87 runs computations in a `worker_binary` subprocess reached over gRPC
+(`tff.backends.native.set_sync_local_cpp_execution_context`). The worker inherits the parent's stdout
+and stderr and is only stopped from a `__del__`, so it can outlive the Python process and hold pipes
+open (a CI step or `make` then never ends). `set_execution_context` starts the context and registers
+`kill_workers` for normal exit, uncaught errors (via atexit) and SIGINT/SIGTERM.
+
+The pip worker has no CUDA: TFF computations run on CPU even on a GPU machine. Server-side work that
+runs in this Python process between rounds (RQ-kmeans) sees the GPU through `tf.config`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+
+import tensorflow_federated as tff
+
+_WORKER_NAME = b'worker_binary'
+_installed = False
+
+
+def worker_pids(parent: int | None = None) -> list[int]:
+  """PIDs of TFF worker processes whose parent is `parent` (default: this process)."""
+  parent = os.getpid() if parent is None else parent
+  pids = []
+  for entry in os.listdir('/proc'):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f'/proc/{entry}/stat', 'rb') as f:
+        stat = f.read()
+      with open(f'/proc/{entry}/cmdline', 'rb') as f:
+        cmdline = f.read()
+    except OSError:
+      continue
+    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may contain spaces, so split after ')'.
+    ppid = int(stat.rsplit(b')', 1)[1].split()[1])
+    if ppid == parent and _WORKER_NAME in cmdline:
+      pids.append(int(entry))
+  return pids
+
+
+def kill_workers() -> int:
+  """Kills this process's TFF workers; returns how many were signalled."""
+  pids = worker_pids()
+  for pid in pids:
+    try:
+      os.kill(pid, signal.SIGKILL)
+      os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+      pass
+  return len(pids)
+
+
+def _on_signal(signum, frame):
+  """Kills the workers, then unwinds Python normally so `finally` blocks still save results."""
+  del frame
+  kill_workers()
+  if signum == signal.SIGINT:
+    raise KeyboardInterrupt
+  raise SystemExit(128 + signum)
+
+
+def set_execution_context(*, max_concurrent_computation_calls: int = -1) -> None:
+  """Installs TFF's local C++ execution context and the worker clean-up (idempotent)."""
+  global _installed
+  tff.backends.native.set_sync_local_cpp_execution_context(
+      max_concurrent_computation_calls=max_concurrent_computation_calls
+  )
+  if not _installed:
+    atexit.register(kill_workers)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+        signal.signal(signum, _on_signal)
+    _installed = True

@@ -1,0 +1,88 @@
+"""Client-side pieces shared by every algorithm: private state and the local MF step (Sec. 3.2, Eq. 3).
+
+A client owns the embeddings of its users (`user_embeddings: float32[U_k, d]`, never uploaded) and its
+training positives. `train_on_items` is the common local step: it trains the user table and an item
+parameterisation on the client's data with the options every algorithm shares (`LocalTraining`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_rqfed.models import mf
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalTraining:
+  """Local optimisation options shared by all algorithms (Sec. 6.1.4: Adam, lr and weight decay grid)."""
+
+  epochs: int = 1
+  batch_size: int = 256
+  num_negatives: int = 4
+  learning_rate: float = 0.01
+  weight_decay: float = 0.0
+
+  def __post_init__(self):
+    for name in ('epochs', 'batch_size', 'num_negatives'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'{name} must be >= 1, got {getattr(self, name)!r}')
+    if not self.learning_rate > 0:
+      raise ValueError(f'learning_rate must be > 0, got {self.learning_rate!r}')
+    if self.weight_decay < 0:
+      raise ValueError(f'weight_decay must be >= 0, got {self.weight_decay!r}')
+
+
+def user_state_type(embedding_dim: int):
+  """TFF type of a client's private user table (its row count varies by client)."""
+  return tff.TensorType(np.float32, [None, embedding_dim])
+
+
+def initial_user_embeddings(clients, *, embedding_dim: int, init_scale: float, seed: int) -> list[np.ndarray]:
+  """float32[U_k, d] per client, N(0, init_scale^2), drawn from (seed, global user index) so a user's
+  initial vector does not depend on how users are partitioned into clients."""
+  tables = []
+  for client in clients:
+    rows = [
+        np.random.default_rng([seed, 1, int(user)]).normal(0.0, init_scale, embedding_dim)
+        for user in client.user_ids
+    ]
+    tables.append(np.asarray(rows, np.float32).reshape(-1, embedding_dim))
+  return tables
+
+
+def initial_item_embeddings(num_items: int, *, embedding_dim: int, init_scale: float, seed: int) -> np.ndarray:
+  """float32[I, d] N(0, init_scale^2) item table."""
+  return np.random.default_rng([seed, 2]).normal(0.0, init_scale, (num_items, embedding_dim)).astype(np.float32)
+
+
+def train_on_items(user_embeddings, params, rows, coefficients, data, training: LocalTraining):
+  """Eq. 3 on one client: returns (user_embeddings, params, loss, trained_items: bool[I])."""
+  return mf.train_local(
+      user_embeddings, params, rows, coefficients,
+      data['local_users'], data['items'], data['seed'],
+      epochs=training.epochs, batch_size=training.batch_size,
+      num_negatives=training.num_negatives, learning_rate=training.learning_rate,
+      weight_decay=training.weight_decay,
+  )
+
+
+def example_weight(data):
+  """|D_k| as float32: the weight of Eq. 8 and of FedAvg."""
+  return tf.cast(tf.size(data['items']), tf.float32)
+
+
+def metrics(**values):
+  return collections.OrderedDict((key, tf.cast(value, tf.float32)) for key, value in values.items())
+
+
+def stack_users(client_states, clients, num_users: int, embedding_dim: int) -> np.ndarray:
+  """float32[U, d] user table assembled from the clients' private tables (evaluation only)."""
+  users = np.zeros((num_users, embedding_dim), np.float32)
+  for state, client in zip(client_states, clients):
+    users[client.user_ids] = np.asarray(state)
+  return users
