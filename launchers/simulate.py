@@ -31,6 +31,9 @@ from tff_rqfed.federated import client_work as cw
 from tff_rqfed.semantic import encoders
 
 ALGORITHMS = ('rqfedrec', 'fedmf', 'mf_local', 'mostpop')
+# Flag defaults come from the option classes, so the launcher and the library cannot drift apart.
+_TRAINING = cw.LocalTraining()
+_RQ = rqfedrec.RQConfig()
 
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'rqfedrec', ALGORITHMS, 'Which method to run.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m', 'file'], 'Dataset.')
@@ -54,34 +57,34 @@ _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 # Model and local training (Sec. 6.1.4).
 _DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.')
 _INIT_SCALE = flags.DEFINE_float('init_scale', 0.1, 'Std of the N(0, s^2) embedding initialisation.')
-_LR = flags.DEFINE_float('learning_rate', 0.001, 'Adam learning rate of local training.')
-_WD = flags.DEFINE_float('weight_decay', 0.0, 'Adam weight decay (L2) of local training.')
-_EPOCHS = flags.DEFINE_integer('local_epochs', 1, 'Local epochs per round.')
-_BATCH = flags.DEFINE_integer('batch_size', 256, 'Local batch size.')
-_NEGATIVES = flags.DEFINE_integer('num_negatives', 4, 'Sampled negatives per positive.')
+_LR = flags.DEFINE_float('learning_rate', _TRAINING.learning_rate, 'Adam learning rate of local training.')
+_WD = flags.DEFINE_float('weight_decay', _TRAINING.weight_decay, 'Adam weight decay (L2) of local training.')
+_EPOCHS = flags.DEFINE_integer('local_epochs', _TRAINING.epochs, 'Local epochs per round.')
+_BATCH = flags.DEFINE_integer('batch_size', _TRAINING.batch_size, 'Local batch size.')
+_NEGATIVES = flags.DEFINE_integer('num_negatives', _TRAINING.num_negatives, 'Sampled negatives per positive.')
 # RQFedRec (Sec. 4).
-_LEVELS = flags.DEFINE_integer('levels', 3, 'L, residual levels.')
+_LEVELS = flags.DEFINE_integer('levels', _RQ.levels, 'L, residual levels.')
 _CODES = flags.DEFINE_integer('codes_per_level', None, 'M (default 256 on ML-100k, 512 otherwise).')
-_TAU = flags.DEFINE_integer('refresh_every', 10, 'tau: rounds between collaborative-id refreshes.')
-_WARMUP = flags.DEFINE_integer('warmup_rounds', 100, 'T_warm of Eq. 10.')
-_WARMUP_FROM = flags.DEFINE_enum('warmup_from', 'first_refresh', list(rqfedrec.WARMUP_FROM),
+_TAU = flags.DEFINE_integer('refresh_every', _RQ.refresh_every, 'tau: rounds between collaborative-id refreshes.')
+_WARMUP = flags.DEFINE_integer('warmup_rounds', _RQ.warmup_rounds, 'T_warm of Eq. 10.')
+_WARMUP_FROM = flags.DEFINE_enum('warmup_from', _RQ.warmup_from, list(rqfedrec.WARMUP_FROM),
                                  'lambda warm-up counted from round 0 (Eq. 10) or from the first refresh.')
-_LAPLACE = flags.DEFINE_float('laplace_scale', 0.0, 'delta of Eq. 11 (0: no noise).')
-_CODEBOOK_ITEMS = flags.DEFINE_enum('codebook_items', 'trained', list(rqfedrec.CODEBOOK_ITEMS),
+_LAPLACE = flags.DEFINE_float('laplace_scale', _RQ.laplace_scale, 'delta of Eq. 11 (0: no noise).')
+_CODEBOOK_ITEMS = flags.DEFINE_enum('codebook_items', _RQ.codebook_items, list(rqfedrec.CODEBOOK_ITEMS),
                                     'Items the codebook fit (Eq. 7) covers.')
-_CODEBOOK_FIT = flags.DEFINE_enum('codebook_fit', 'blockwise', list(rqfedrec.CODEBOOK_FITS),
+_CODEBOOK_FIT = flags.DEFINE_enum('codebook_fit', _RQ.codebook_fit, list(rqfedrec.CODEBOOK_FITS),
                                   'How clients minimise Eq. 7.')
-_CODEBOOK_SWEEPS = flags.DEFINE_integer('codebook_sweeps', 3, 'Blockwise fit: passes over the 2L blocks.')
-_CODEBOOK_RIDGE = flags.DEFINE_float('codebook_ridge', 1.0, 'Blockwise fit: ridge towards the global codes.')
-_CODEBOOK_STEPS = flags.DEFINE_integer('codebook_steps', 50, 'Adam fit: steps.')
-_CODEBOOK_LR = flags.DEFINE_float('codebook_learning_rate', 0.05, 'Adam fit: learning rate.')
-_REFRESH_VALUES = flags.DEFINE_enum('refresh_values', 'lstsq', list(rqfedrec.REFRESH_VALUES),
+_CODEBOOK_SWEEPS = flags.DEFINE_integer('codebook_sweeps', _RQ.codebook_sweeps, 'Blockwise fit: passes over the 2L blocks.')
+_CODEBOOK_RIDGE = flags.DEFINE_float('codebook_ridge', _RQ.codebook_ridge, 'Blockwise fit: ridge towards the global codes.')
+_CODEBOOK_STEPS = flags.DEFINE_integer('codebook_steps', _RQ.codebook_steps, 'Adam fit: steps.')
+_CODEBOOK_LR = flags.DEFINE_float('codebook_learning_rate', _RQ.codebook_learning_rate, 'Adam fit: learning rate.')
+_REFRESH_VALUES = flags.DEFINE_enum('refresh_values', _RQ.refresh_values, list(rqfedrec.REFRESH_VALUES),
                                     'Collaborative code values after a refresh.')
-_CHANNELS = flags.DEFINE_enum('channels', 'both', list(rqfedrec.CHANNELS),
+_CHANNELS = flags.DEFINE_enum('channels', _RQ.channels, list(rqfedrec.CHANNELS),
                               "'semantic' = w/o CC, 'collaborative' = w/o SC (Fig. 3).")
 _FIX_CC = flags.DEFINE_bool('fix_collaborative_ids', False, 'Fix CC ablation: ids built once.')
 _NO_IE = flags.DEFINE_bool('without_item_embedding', False, 'w/o IE ablation: train codebooks directly.')
-_SEMANTIC_INIT = flags.DEFINE_enum('semantic_init', 'projection', list(rqfedrec.SEMANTIC_INITS),
+_SEMANTIC_INIT = flags.DEFINE_enum('semantic_init', _RQ.semantic_init, list(rqfedrec.SEMANTIC_INITS),
                                    'Initial semantic code values.')
 _ENCODER = flags.DEFINE_enum('encoder', 'use', list(encoders.ENCODERS), 'Text encoder (Sec. 4.3.1).')
 

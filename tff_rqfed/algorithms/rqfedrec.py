@@ -64,7 +64,7 @@ class RQConfig:
   laplace_scale: float = 0.0  # delta of Eq. 11
   codebook_items: str = 'trained'
   codebook_fit: str = 'blockwise'
-  codebook_sweeps: int = 3  # blockwise
+  codebook_sweeps: int = 2  # blockwise
   codebook_ridge: float = 1.0  # blockwise
   codebook_steps: int = 50  # adam
   codebook_learning_rate: float = 0.05  # adam

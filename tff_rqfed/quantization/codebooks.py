@@ -176,25 +176,25 @@ def fit_codebooks_blockwise(codebooks, semantic_ids, collaborative_ids, rate, ta
   def block_term(c, l):
     return coefficient[c] * tf.gather(blocks[c][l], ids[c][:, l])
 
-  recon = tf.add_n([block_term(c, l) for c in range(2) for l in range(levels)])
+  # residual = targets - reconstruction, kept up to date block by block.
+  residual = item_targets - tf.add_n([block_term(c, l) for c in range(2) for l in range(levels)])
 
-  def loss(recon):
-    return tf.reduce_mean(tf.reduce_sum(tf.square(item_targets - recon), axis=1))
+  def loss(residual):
+    return tf.reduce_mean(tf.reduce_sum(tf.square(residual), axis=1))
 
-  loss_before = loss(recon)
+  loss_before = loss(residual)
   for _ in range(sweeps):
     for c in range(2):
       a = coefficient[c]
       for l in range(levels):
         code = ids[c][:, l]
-        old_term = block_term(c, l)
-        residual = item_targets - recon + old_term
+        residual = residual + block_term(c, l)  # the residual without this block
         counts = tf.math.unsorted_segment_sum(tf.ones_like(code, tf.float32), code, codes)
         numerator = a * tf.math.unsorted_segment_sum(residual, code, codes) + ridge * blocks[c][l]
         denominator = a * a * counts + ridge
         solved = numerator / tf.maximum(denominator, 1e-12)[:, None]
         use = tf.logical_and(counts > 0, denominator > 1e-12)[:, None]
         blocks[c][l] = tf.where(use, solved, blocks[c][l])
-        recon = recon - old_term + block_term(c, l)
+        residual = residual - block_term(c, l)
   fitted = tf.stack([tf.stack(blocks[c]) for c in range(2)])
-  return fitted, loss_before, loss(recon)
+  return fitted, loss_before, loss(residual)

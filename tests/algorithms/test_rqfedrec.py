@@ -1,0 +1,205 @@
+"""RQFedRec (Alg. 1) on a tiny planted problem: refresh timing, warm-up, ablations and codebook uploads."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from tff_rqfed.algorithms import rqfedrec
+from tff_rqfed.data.partition import ClientData
+from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import process as process_lib
+from tff_rqfed.quantization import codebooks as cb
+
+NUM_USERS, NUM_ITEMS, NUM_CLIENTS, D = 32, 40, 8, 8
+L, M = 2, 4
+TRAINING = cw.LocalTraining(epochs=1, batch_size=32, num_negatives=4, learning_rate=0.05)
+
+
+def planted_clients(seed=0):
+  """8 clients of 4 users; users 0-15 like items 0-19, users 16-31 items 20-39 (8 positives each)."""
+  rng = np.random.default_rng(seed)
+  clients = []
+  for k in range(NUM_CLIENTS):
+    users = np.arange(4 * k, 4 * k + 4, dtype=np.int32)
+    local, items = [], []
+    for j, u in enumerate(users):
+      group = np.arange(20) + (0 if u < NUM_USERS // 2 else 20)
+      chosen = rng.choice(group, size=8, replace=False)
+      local += [j] * 8
+      items += chosen.tolist()
+    clients.append(ClientData(users, np.asarray(local, np.int32), np.asarray(items, np.int32)))
+  return clients
+
+
+def text_embeddings(seed=0):
+  """float32[40, 16]: two semantic communities matching the interaction communities."""
+  rng = np.random.default_rng(seed)
+  means = rng.normal(size=(2, 16))
+  return (means[np.arange(NUM_ITEMS) // 20] + 0.3 * rng.normal(size=(NUM_ITEMS, 16))).astype(np.float32)
+
+
+def build(**overrides):
+  text = overrides.pop('text', text_embeddings())
+  options = dict(levels=L, codes_per_level=M, refresh_every=2, warmup_rounds=4, kmeans_iterations=10)
+  options.update(overrides)
+  return rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text, embedding_dim=D,
+                                 training=TRAINING, config=rqfedrec.RQConfig(**options), seed=0)
+
+
+def run(process, rounds, clients):
+  """Returns the server states (index 0 = initial) and the metrics of rounds 1..rounds."""
+  state = process.initialize()
+  states = [collections.OrderedDict((k, np.asarray(v)) for k, v in dict(state).items())]
+  client_states = process.initial_client_states(clients)
+  history = []
+  for t in range(1, rounds + 1):
+    data = process_lib.client_data_values(clients, seed=0, round_num=t)
+    state, client_states, metrics = process.next(state, client_states, data, round_num=t)
+    states.append(collections.OrderedDict((k, np.asarray(v)) for k, v in dict(state).items()))
+    history.append(metrics)
+  return states, history
+
+
+def ids_changed(states):
+  """Rounds t (1-based) after which the collaborative ids differ from those before it."""
+  return [t for t in range(1, len(states))
+          if not np.array_equal(states[t]['collaborative_ids'], states[t - 1]['collaborative_ids'])]
+
+
+@pytest.fixture(scope='module')
+def clients():
+  return planted_clients()
+
+
+@pytest.fixture(scope='module')
+def main_run(tff_context, clients):
+  return run(build(), 6, clients)
+
+
+def test_collaborative_rate_is_zero_until_first_refresh_then_warms_up(main_run):
+  states, history = main_run
+  assert states[0]['collaborative_rate'] == 0.0
+  assert states[1]['collaborative_rate'] == 0.0
+  # Round 2 refreshes; warmup_from='first_refresh': lambda_t = min(1, (t - 2) / 4) for round t + 1.
+  assert [m['collaborative_rate'] for m in history] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
+  assert [float(s['collaborative_rate']) for s in states[1:]] == pytest.approx(
+      [0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
+
+
+def test_collaborative_ids_are_refreshed_every_tau_rounds_only(main_run):
+  states, history = main_run
+  np.testing.assert_array_equal(states[1]['collaborative_ids'], np.zeros((NUM_ITEMS, L)))
+  assert ids_changed(states) == [2, 4, 6]
+  assert [t for t, m in enumerate(history, 1) if 'refresh_change' in m] == [2, 4, 6]
+  # Semantic ids never change; the collaborative ids use several codes after a refresh.
+  for s in states:
+    np.testing.assert_array_equal(s['semantic_ids'], states[0]['semantic_ids'])
+  assert len(np.unique(states[2]['collaborative_ids'][:, 0])) > 1
+
+
+def test_uploaded_codebooks_change_some_but_not_more_than_all_codes(main_run):
+  _, history = main_run
+  for m in history:
+    assert 0 < m['changed_codes'] <= 2 * L * M
+    assert m['code_loss_after'] <= m['code_loss_before'] + 1e-6
+  # Round 1 has lambda = 0: only semantic codes can change (at most L * M of them).
+  assert history[0]['changed_codes'] <= L * M
+
+
+def test_fix_collaborative_ids_builds_them_once(tff_context, clients):
+  states, history = run(build(fix_collaborative_ids=True), 4, clients)
+  assert ids_changed(states) == [2]
+  assert [t for t, m in enumerate(history, 1) if 'refresh_change' in m] == [2]
+  assert [m['collaborative_rate'] for m in history] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+
+
+def test_semantic_channel_only_never_refreshes_and_keeps_rate_zero(tff_context, clients):
+  states, history = run(build(channels='semantic'), 3, clients)
+  assert ids_changed(states) == []
+  assert all('refresh_change' not in m for m in history)
+  assert [m['collaborative_rate'] for m in history] == [0.0, 0.0, 0.0]
+  np.testing.assert_array_equal(states[-1]['collaborative_ids'], np.zeros((NUM_ITEMS, L)))
+  # lambda = 0: the collaborative codebook is never touched, the semantic one is trained.
+  np.testing.assert_array_equal(states[-1]['codebooks'][cb.COLLABORATIVE], np.zeros((L, M, D)))
+  assert not np.array_equal(states[-1]['codebooks'][cb.SEMANTIC], states[0]['codebooks'][cb.SEMANTIC])
+
+
+def test_collaborative_channel_only_keeps_rate_one(tff_context, clients):
+  states, history = run(build(channels='collaborative', text=None), 2, clients)
+  assert float(states[0]['collaborative_rate']) == 1.0
+  assert [m['collaborative_rate'] for m in history] == [1.0, 1.0]
+  np.testing.assert_array_equal(states[-1]['semantic_ids'], np.zeros((NUM_ITEMS, L)))
+  np.testing.assert_array_equal(states[-1]['codebooks'][cb.SEMANTIC], np.zeros((L, M, D)))
+  assert ids_changed(states) == [2]
+
+
+def test_lstsq_refresh_keeps_item_embeddings_closer_than_kmeans_centres(tff_context, clients, main_run):
+  _, lstsq_history = main_run
+  _, centres_history = run(build(refresh_values='centres'), 2, clients)
+  lstsq_change = lstsq_history[1]['refresh_change']
+  centres_change = centres_history[1]['refresh_change']
+  assert lstsq_change < 0.5 * centres_change
+  assert lstsq_change < 0.1
+
+
+def test_uploaded_codebook_changes_only_codes_of_the_clients_positives(tff_context, clients):
+  process = build(codebook_items='positives')
+  state = process.initialize()
+  rng = np.random.default_rng(7)
+  payload = collections.OrderedDict(
+      codebooks=rng.normal(scale=0.1, size=(2, L, M, D)).astype(np.float32),
+      semantic_ids=np.asarray(state['semantic_ids']),
+      collaborative_ids=rng.integers(0, M, size=(NUM_ITEMS, L)).astype(np.int32),
+      collaborative_rate=np.float32(0.5),
+  )
+  client = clients[0]
+  users = process.initial_client_states([client])[0]
+  data = process_lib.client_data_values([client], seed=0, round_num=1)[0]
+  out = process.client_work(payload, users, data)
+  upload = np.asarray(out.upload if hasattr(out, 'upload') else out[0])
+  metrics = out.metrics if hasattr(out, 'metrics') else out[3]
+  changed = np.any(upload != payload['codebooks'], axis=-1)  # [2, L, M]
+  used = np.zeros((2, L, M), bool)
+  positives = np.unique(client.items)
+  for level in range(L):
+    used[0, level, payload['semantic_ids'][positives, level]] = True
+    used[1, level, payload['collaborative_ids'][positives, level]] = True
+  assert changed.any()
+  assert not (changed & ~used).any()
+  assert int(metrics['changed_codes']) == changed.sum()
+  assert int(metrics['fitted_items']) == positives.size
+
+
+def test_without_item_embedding_trains_codebooks_directly_and_lowers_the_loss(tff_context, clients):
+  states, history = run(build(item_embedding=False), 4, clients)
+  losses = [m['loss'] for m in history]
+  assert losses[-1] < losses[0] - 0.02
+  assert all(m['code_loss_before'] == 0.0 for m in history)
+  assert not np.array_equal(states[-1]['codebooks'], states[0]['codebooks'])
+
+
+@pytest.mark.parametrize('option, value', [
+    ('channels', 'all'), ('codebook_fit', 'sgd'), ('codebook_items', 'negatives'),
+    ('refresh_values', 'kmeans'), ('warmup_from', 'one'), ('semantic_init', 'zeros'),
+])
+def test_rqconfig_rejects_unknown_option_values_quoting_them(option, value):
+  with pytest.raises(ValueError, match=f"{option} must be one of .*'{value}'"):
+    rqfedrec.RQConfig(**{option: value})
+
+
+@pytest.mark.parametrize('option, value', [
+    ('levels', 0), ('codes_per_level', -1), ('refresh_every', 0), ('laplace_scale', -0.5),
+    ('codebook_ridge', -1.0),
+])
+def test_rqconfig_rejects_out_of_range_numbers_quoting_them(option, value):
+  with pytest.raises(ValueError, match=f'{option} must be >= 0?.*{value}'):
+    rqfedrec.RQConfig(**{option: value})
+
+
+def test_build_rejects_more_codes_than_items():
+  with pytest.raises(ValueError, match='codes_per_level=64'):
+    rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text_embeddings(), embedding_dim=D,
+                            config=rqfedrec.RQConfig(codes_per_level=64))

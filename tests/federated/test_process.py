@@ -1,0 +1,138 @@
+"""Tests for tff_rqfed.federated.process: the federated round (Alg. 1) and what reaches the server."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
+from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import process
+
+D = 8
+NUM_ITEMS = 40
+
+
+def _trivial_round():
+  """A round whose clients upload [mean item, 2 * mean item, |D_k|] weighted by |D_k|."""
+  server_type = tff.TensorType(np.float32, [3])
+  client_type = tff.TensorType(np.float32, [None, 2])
+
+  @tff.tensorflow.computation(server_type)
+  def server_payload(state):
+    return state
+
+  @tff.tensorflow.computation(server_type, client_type, process.client_data_type())
+  def client_work(payload, client_state, data):
+    mean_item = tf.reduce_mean(tf.cast(data['items'], tf.float32))
+    size = tf.cast(tf.size(data['items']), tf.float32)
+    upload = tf.stack([mean_item, 2.0 * mean_item, size]) + 0.0 * payload
+    return process.ClientOutput(
+        upload=upload, weight=cw.example_weight(data), client_state=client_state + 1.0,
+        metrics=cw.metrics(mean_item=mean_item),
+    )
+
+  @tff.tensorflow.computation(server_type, server_type)
+  def server_update(state, aggregate):
+    del state
+    return aggregate
+
+  return process.build_round(
+      server_state_type=server_type, client_state_type=client_type,
+      server_payload=server_payload, client_work=client_work, server_update=server_update,
+  )
+
+
+def test_codebook_mean_is_weighted_by_client_data_size(tff_context):
+  round_fn = _trivial_round()
+  items_per_client = [np.array([1, 3], np.int32), np.array([10, 20, 30, 40, 50], np.int32),
+                      np.arange(100, 110, dtype=np.int32)]
+  data = [collections.OrderedDict(local_users=np.zeros(len(x), np.int32), items=x,
+                                  seed=np.array([0, k], np.int32))
+          for k, x in enumerate(items_per_client)]
+  states = [np.full((k + 1, 2), float(k), np.float32) for k in range(3)]
+  server_state, client_states, metrics = round_fn(np.zeros(3, np.float32), states, data)
+
+  means = np.array([2.0, 30.0, 104.5])
+  sizes = np.array([2.0, 5.0, 10.0])
+  want = np.average(np.stack([means, 2 * means, sizes], axis=1), axis=0, weights=sizes)
+  np.testing.assert_allclose(np.asarray(server_state), want, rtol=1e-6)
+  # (2*2 + 5*30 + 10*104.5) / 17, not the plain mean of the clients (45.5).
+  assert np.asarray(server_state)[0] == pytest.approx(1199.0 / 17.0, rel=1e-6)
+  assert float(metrics['mean_item']) == pytest.approx(want[0], rel=1e-6)
+  for k, state in enumerate(client_states):
+    np.testing.assert_array_equal(np.asarray(state), np.full((k + 1, 2), k + 1.0, np.float32))
+
+
+def test_client_data_values_give_each_client_and_round_its_own_seed():
+  from tff_rqfed.data.partition import ClientData
+
+  clients = [ClientData(np.array([0]), np.array([0, 0]), np.array([3, 4])),
+             ClientData(np.array([1, 2]), np.array([1]), np.array([5]))]
+  r1 = process.client_data_values(clients, seed=7, round_num=1)
+  r2 = process.client_data_values(clients, seed=7, round_num=2)
+  assert r1[0]['items'].dtype == np.int32 and r1[1]['local_users'].dtype == np.int32
+  seeds = {tuple(v['seed']) for v in r1 + r2}
+  assert len(seeds) == 4
+  assert all(v['seed'][0] == 7 for v in r1 + r2)
+
+
+def _tensor_types(type_spec):
+  if isinstance(type_spec, tff.types.FederatedType):
+    yield from _tensor_types(type_spec.member)
+  elif isinstance(type_spec, tff.types.StructType):
+    for _, member in tff.structure.iter_elements(type_spec):
+      yield from _tensor_types(member)
+  elif isinstance(type_spec, tff.types.TensorType):
+    yield type_spec
+  else:
+    raise TypeError(f'unexpected type {type_spec}')
+
+
+def _has_user_table(type_spec):
+  user_type = tff.TensorType(np.float32, [None, D])
+  return any(t == user_type for t in _tensor_types(type_spec))
+
+
+def _processes():
+  text = np.random.default_rng(0).normal(size=(NUM_ITEMS, 16)).astype(np.float32)
+  config = rqfedrec.RQConfig(levels=2, codes_per_level=4, kmeans_iterations=5)
+  return {
+      'fedmf': fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D),
+      'mf_local': mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D),
+      'rqfedrec': rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text,
+                                          embedding_dim=D, config=config),
+  }
+
+
+@pytest.fixture(scope='module')
+def processes():
+  return _processes()
+
+
+@pytest.mark.parametrize('name', ['fedmf', 'mf_local', 'rqfedrec'])
+def test_no_server_placed_value_contains_a_user_embedding_table(processes, name):
+  signature = processes[name].round_type_signature
+  params, result = signature.parameter, signature.result
+  server_parts = [params[0], result[0], result[2]]
+  client_parts = [params[1], result[1]]
+  for part in server_parts:
+    assert part.placement is tff.SERVER
+    assert not _has_user_table(part), f'{name}: {part} holds a user table at SERVER'
+  for part in client_parts:
+    assert part.placement is tff.CLIENTS
+    assert _has_user_table(part)
+  # The client data enters on the clients only.
+  assert params[2].placement is tff.CLIENTS
+
+
+def test_user_table_detector_finds_a_leaked_user_table():
+  leaked = tff.FederatedType(
+      collections.OrderedDict(x=tff.TensorType(np.float32, [None, D])), tff.SERVER)
+  assert _has_user_table(leaked)
+  assert not _has_user_table(tff.FederatedType(tff.TensorType(np.float32, [NUM_ITEMS, D]),
+                                               tff.SERVER))

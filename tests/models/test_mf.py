@@ -1,0 +1,162 @@
+"""Tests for tff_rqfed.models.mf: row-sparse Adam, negative sampling and the local MF step (Eq. 1, 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_rqfed.models import mf
+
+
+def _numpy_adam_rows(table, m, v, rows, grads, *, step, lr, wd, b1=0.9, b2=0.999, eps=1e-8):
+  """Reference Adam step on the touched rows with repeated rows summed and L2 decay in the gradient."""
+  table, m, v = table.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
+  summed = {}
+  for r, g in zip(rows, grads):
+    summed[int(r)] = summed.get(int(r), 0.0) + g.astype(np.float64)
+  for r, g in summed.items():
+    g = g + wd * table[r]
+    m[r] = b1 * m[r] + (1 - b1) * g
+    v[r] = b2 * v[r] + (1 - b2) * g * g
+    m_hat = m[r] / (1 - b1**step)
+    v_hat = v[r] / (1 - b2**step)
+    table[r] = table[r] - lr * m_hat / (np.sqrt(v_hat) + eps)
+  return table, m, v
+
+
+def test_row_sparse_adam_matches_numpy_adam_with_weight_decay_and_summed_repeats():
+  rng = np.random.default_rng(0)
+  table = rng.normal(size=(6, 3)).astype(np.float32)
+  m = rng.normal(scale=0.1, size=(6, 3)).astype(np.float32)
+  v = rng.uniform(0.01, 0.2, size=(6, 3)).astype(np.float32)
+  rows = np.array([1, 3, 1, 4, 1], np.int32)  # row 1 three times
+  grads = rng.normal(size=(5, 3)).astype(np.float32)
+
+  new_table, new_m, new_v = mf.row_sparse_adam(
+      table, m, v, rows, grads, step=tf.constant(3.0), learning_rate=0.1, weight_decay=0.05
+  )
+  want_table, want_m, want_v = _numpy_adam_rows(
+      table, m, v, rows, grads, step=3, lr=0.1, wd=0.05
+  )
+  np.testing.assert_allclose(new_table.numpy(), want_table, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new_m.numpy(), want_m, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(new_v.numpy(), want_v, rtol=1e-5, atol=1e-7)
+
+
+def test_row_sparse_adam_sums_gradients_of_repeated_rows():
+  table = np.zeros((3, 2), np.float32)
+  zeros = np.zeros((3, 2), np.float32)
+  g = np.array([[1.0, -2.0]], np.float32)
+  # Row 2 given the gradient g twice must equal row 2 given 2 g once.
+  twice = mf.row_sparse_adam(table, zeros, zeros, np.array([2, 2], np.int32), np.concatenate([g, g]),
+                             step=tf.constant(1.0), learning_rate=0.1, weight_decay=0.0)
+  once = mf.row_sparse_adam(table, zeros, zeros, np.array([2], np.int32), 2 * g,
+                            step=tf.constant(1.0), learning_rate=0.1, weight_decay=0.0)
+  for a, b in zip(twice, once):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+  # First moment of row 2 is (1 - beta_1) * 2 g = 0.1 * [2, -4].
+  np.testing.assert_allclose(twice[1].numpy()[2], [0.2, -0.4], rtol=1e-6)
+
+
+def test_row_sparse_adam_leaves_untouched_rows_and_their_moments_unchanged():
+  rng = np.random.default_rng(1)
+  table = rng.normal(size=(5, 4)).astype(np.float32)
+  m = rng.normal(size=(5, 4)).astype(np.float32)
+  v = rng.uniform(0.1, 1.0, size=(5, 4)).astype(np.float32)
+  rows = np.array([0, 3], np.int32)
+  new_table, new_m, new_v = mf.row_sparse_adam(
+      table, m, v, rows, rng.normal(size=(2, 4)).astype(np.float32),
+      step=tf.constant(7.0), learning_rate=0.01, weight_decay=0.1,
+  )
+  untouched = [1, 2, 4]
+  np.testing.assert_array_equal(new_table.numpy()[untouched], table[untouched])
+  np.testing.assert_array_equal(new_m.numpy()[untouched], m[untouched])
+  np.testing.assert_array_equal(new_v.numpy()[untouched], v[untouched])
+  assert not np.array_equal(new_table.numpy()[rows], table[rows])
+
+
+def test_sample_negatives_never_returns_a_positive_of_a_user_with_few_positives():
+  num_items = 40
+  mask = np.zeros((2, num_items), bool)
+  mask[0, [0, 1, 2]] = True
+  mask[1, [39]] = True
+  local_users = np.array([0, 0, 0, 1], np.int32)
+  for s in range(20):
+    negatives = mf.sample_negatives(
+        local_users, mask, num_negatives=50, seed=tf.constant([s, 3 * s + 1])
+    ).numpy()
+    users = np.repeat(local_users, 50)
+    assert negatives.shape == (200,)
+    assert negatives.min() >= 0 and negatives.max() < num_items
+    assert not mask[users, negatives].any()
+
+
+def _planted_problem():
+  """4 users, 12 items: users 0, 1 like items 0-5, users 2, 3 like items 6-11 (4 positives each)."""
+  local_users, items = [], []
+  for u in range(4):
+    group = range(0, 6) if u < 2 else range(6, 12)
+    chosen = list(group)[u % 2: u % 2 + 4]
+    local_users += [u] * 4
+    items += chosen
+  return np.array(local_users, np.int32), np.array(items, np.int32)
+
+
+def _full_bce(users, params, local_users, items):
+  """Balanced BCE over every (user, item): mean over positives + mean over non-positives."""
+  logits = users @ params.T
+  labels = np.zeros_like(logits)
+  labels[local_users, items] = 1.0
+  loss = np.logaddexp(0.0, logits) - labels * logits
+  return loss[labels == 1].mean() + loss[labels == 0].mean()
+
+
+def _train(seed, epochs=15):
+  rng = np.random.default_rng(5)
+  users0 = rng.normal(scale=0.1, size=(4, 4)).astype(np.float32)
+  params0 = rng.normal(scale=0.1, size=(12, 4)).astype(np.float32)
+  rows, coef = mf.identity_parameterisation(12)
+  local_users, items = _planted_problem()
+  out = mf.train_local(
+      users0, params0, rows, coef, local_users, items, tf.constant(seed, tf.int32),
+      epochs=epochs, batch_size=8, num_negatives=2, learning_rate=0.05, weight_decay=0.0,
+  )
+  return (users0, params0, local_users, items), [t.numpy() for t in out]
+
+
+def test_train_local_lowers_bce_and_marks_every_positive_as_trained():
+  (users0, params0, local_users, items), (users, params, mean_loss, trained) = _train([1, 2])
+  before = _full_bce(users0, params0, local_users, items)
+  after = _full_bce(users, params, local_users, items)
+  assert before == pytest.approx(2 * np.log(2), abs=0.05)  # near-zero logits at init
+  assert after < 0.5 * before
+  assert 0.0 < mean_loss < np.log(2) + 0.05
+  assert trained.dtype == bool and trained.shape == (12,)
+  assert trained[items].all()
+  assert users.shape == (4, 4) and params.shape == (12, 4)
+
+
+def test_train_local_is_deterministic_for_a_seed_and_depends_on_it():
+  _, first = _train([4, 9], epochs=2)
+  _, second = _train([4, 9], epochs=2)
+  _, other = _train([5, 9], epochs=2)
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(first[1], other[1])
+
+
+def test_train_local_only_updates_items_in_trained_items():
+  rng = np.random.default_rng(2)
+  params0 = rng.normal(size=(40, 3)).astype(np.float32)
+  rows, coef = mf.identity_parameterisation(40)
+  _, params, _, trained = mf.train_local(
+      rng.normal(size=(1, 3)).astype(np.float32), params0, rows, coef,
+      np.zeros(2, np.int32), np.array([3, 17], np.int32), tf.constant([0, 1]),
+      epochs=1, batch_size=4, num_negatives=1, learning_rate=0.1, weight_decay=0.0,
+  )
+  params, trained = params.numpy(), trained.numpy()
+  assert trained[[3, 17]].all()
+  assert 2 <= trained.sum() <= 4  # two positives and at most two negatives
+  np.testing.assert_array_equal(params[~trained], params0[~trained])
+  assert not np.array_equal(params[[3, 17]], params0[[3, 17]])
