@@ -1,7 +1,7 @@
 """The TFF execution context leaves no worker behind and does not hold the caller's pipes open.
 
-Each scenario runs in its own Python subprocess so that killing workers there cannot touch the
-worker of this pytest session; `subprocess.run(..., capture_output=True, timeout=...)` only returns
+The scenario runs in a Python subprocess so that killing workers there cannot touch the worker of
+this pytest session; `subprocess.run(..., capture_output=True, timeout=...)` only returns
 once every holder of the child's stdout/stderr pipes has closed them, so a worker that outlived its
 parent would make it time out.
 """
@@ -19,50 +19,32 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_PRELUDE = textwrap.dedent('''
+# One subprocess, two workers: the first is stopped by `kill_workers`; the script then installs a
+# fresh context, runs again and exits without calling `kill_workers`, so the atexit hook must stop the
+# second worker and release the pipes.
+_SCRIPT = textwrap.dedent('''
     import json, os
     os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
     import numpy as np
     import tensorflow_federated as tff
     from tff_rqfed import execution
 
-    execution.set_execution_context()
-
     @tff.tensorflow.computation(tff.TensorType(np.int32))
     def add_one(x):
       return x + 1
 
-    result = int(add_one(41))
-    before = execution.worker_pids()
-''')
-
-_KILL = _PRELUDE + textwrap.dedent('''
+    execution.set_execution_context()
+    first_result = int(add_one(41))
+    first = execution.worker_pids()
     killed = execution.kill_workers()
-    after = execution.worker_pids()
-    print(json.dumps(dict(result=result, before=before, killed=killed, after=after)), flush=True)
+    after_kill = execution.worker_pids()
+    execution.set_execution_context()
+    second_result = int(add_one(1))
+    second = execution.worker_pids()
+    print(json.dumps(dict(first_result=first_result, first=first, killed=killed,
+                          after_kill=after_kill, second_result=second_result, second=second)),
+          flush=True)
 ''')
-
-# Exits without calling kill_workers: the atexit hook must stop the worker.
-_EXIT = _PRELUDE + textwrap.dedent('''
-    print(json.dumps(dict(result=result, before=before)), flush=True)
-''')
-
-
-def _start(script):
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  return subprocess.Popen([sys.executable, '-c', script], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(proc, timeout=120):
-  try:
-    out, err = proc.communicate(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.communicate()
-    pytest.fail('the subprocess (or a worker holding its pipes) did not exit')
-  assert proc.returncode == 0, err[-3000:]
-  return json.loads(out.strip().splitlines()[-1])
 
 
 def _alive(pid):
@@ -74,29 +56,34 @@ def _alive(pid):
 
 
 @pytest.fixture(scope='module')
-def reports():
-  # Both scenarios run at once to save wall time.
-  procs = {'kill': _start(_KILL), 'exit': _start(_EXIT)}
-  return {name: _finish(proc) for name, proc in procs.items()}
+def report():
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  try:
+    proc = subprocess.run([sys.executable, '-c', _SCRIPT], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=240)
+  except subprocess.TimeoutExpired:
+    pytest.fail('the subprocess, or a TFF worker holding its stdout/stderr, did not exit')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_kill_workers_stops_the_worker_that_ran_a_computation(reports):
-  report = reports['kill']
-  assert report['result'] == 42
-  assert len(report['before']) >= 1
-  assert report['killed'] == len(report['before'])
-  assert report['after'] == []
-  assert not any(_alive(pid) for pid in report['before'])
+def test_kill_workers_stops_the_worker_that_ran_a_computation(report):
+  assert report['first_result'] == 42
+  assert len(report['first']) >= 1
+  assert report['killed'] == len(report['first'])
+  assert report['after_kill'] == []
+  assert not any(_alive(pid) for pid in report['first'])
 
 
-def test_process_exit_without_kill_workers_stops_the_worker_and_releases_pipes(reports):
-  report = reports['exit']  # _finish already checked it exited and closed its pipes
-  assert report['result'] == 42
-  assert len(report['before']) >= 1
+def test_process_exit_without_kill_workers_stops_the_worker_and_releases_pipes(report):
+  # The fixture already checked that the subprocess exited and its pipes closed in time.
+  assert report['second_result'] == 2
+  assert len(report['second']) >= 1
+  assert set(report['second']).isdisjoint(report['first'])
   deadline = time.monotonic() + 10
-  while any(_alive(pid) for pid in report['before']) and time.monotonic() < deadline:
+  while any(_alive(pid) for pid in report['second']) and time.monotonic() < deadline:
     time.sleep(0.2)
-  leftover = [pid for pid in report['before'] if _alive(pid)]
+  leftover = [pid for pid in report['second'] if _alive(pid)]
   for pid in leftover:  # do not leave a stray worker on the machine if the test fails
     try:
       with open(f'/proc/{pid}/cmdline', 'rb') as f:

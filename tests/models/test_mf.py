@@ -112,7 +112,7 @@ def _full_bce(users, params, local_users, items):
   return loss[labels == 1].mean() + loss[labels == 0].mean()
 
 
-def _train(seed, epochs=15):
+def _train(seed, epochs=10):
   rng = np.random.default_rng(5)
   users0 = rng.normal(scale=0.1, size=(4, 4)).astype(np.float32)
   params0 = rng.normal(scale=0.1, size=(12, 4)).astype(np.float32)
@@ -120,7 +120,7 @@ def _train(seed, epochs=15):
   local_users, items = _planted_problem()
   out = mf.train_local(
       users0, params0, rows, coef, local_users, items, tf.constant(seed, tf.int32),
-      epochs=epochs, batch_size=8, num_negatives=2, learning_rate=0.05, weight_decay=0.0,
+      epochs=epochs, batch_size=16, num_negatives=2, learning_rate=0.1, weight_decay=0.0,
   )
   return (users0, params0, local_users, items), [t.numpy() for t in out]
 

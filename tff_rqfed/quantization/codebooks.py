@@ -193,7 +193,10 @@ def fit_codebooks_blockwise(codebooks, semantic_ids, collaborative_ids, rate, ta
         numerator = a * tf.math.unsorted_segment_sum(residual, code, codes) + ridge * blocks[c][l]
         denominator = a * a * counts + ridge
         solved = numerator / tf.maximum(denominator, 1e-12)[:, None]
-        use = tf.logical_and(counts > 0, denominator > 1e-12)[:, None]
+        # A block with coefficient 0 does not enter Eq. 7: its ridge solution is exactly the global
+        # value, which (ridge * b) / ridge only gives up to rounding, so keep it as is.
+        use = tf.logical_and(tf.logical_and(counts > 0, denominator > 1e-12),
+                             tf.not_equal(a, 0.0))[:, None]
         blocks[c][l] = tf.where(use, solved, blocks[c][l])
         residual = residual - block_term(c, l)
   fitted = tf.stack([tf.stack(blocks[c]) for c in range(2)])
