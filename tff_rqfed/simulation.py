@@ -2,8 +2,8 @@
 
 `run_simulation` drives a `RecommenderProcess` over the clients of a protocol split. After every
 `eval_every` rounds each user is ranked against all items with its own embedding (train items masked)
-and the validation NDCG@10 (correct metric) decides early stopping (`patience`, but never before
-`min_rounds`). The best round's state is evaluated on the test set (train and validation items masked)
+and the validation NDCG@10 (correct metric) decides early stopping: training stops after `patience`
+rounds without improvement, counted from `min_rounds` on (RQFedRec's warm-up). The best round's state is evaluated on the test set (train and validation items masked)
 with both the correct and the paper-compatible metrics.
 
 Results go to `output_dir`, each file written atomically: `rounds.csv` (one row per round, rewritten
@@ -111,7 +111,8 @@ def run_simulation(
           best = {'ndcg': valid['correct'][ndcg_key], 'round': round_num,
                   'state': copy.deepcopy(state), 'client_states': copy.deepcopy(client_states)}
           since_best = 0
-        else:
+        elif round_num > config.min_rounds:
+          # Patience counts only after min_rounds: RQFedRec's validation dips while lambda warms up.
           since_best += config.eval_every
         bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
                         valid_ndcg=f"{valid['correct'][ndcg_key]:.4f}", best=best['round'])

@@ -11,6 +11,7 @@ import tensorflow_federated as tff
 
 from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
 from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import communication
 from tff_rqfed.federated import process
 
 D = 8
@@ -81,21 +82,9 @@ def test_client_data_values_give_each_client_and_round_its_own_seed():
   assert all(v['seed'][0] == 7 for v in r1 + r2)
 
 
-def _tensor_types(type_spec):
-  if isinstance(type_spec, tff.types.FederatedType):
-    yield from _tensor_types(type_spec.member)
-  elif isinstance(type_spec, tff.types.StructType):
-    for _, member in tff.structure.iter_elements(type_spec):
-      yield from _tensor_types(member)
-  elif isinstance(type_spec, tff.types.TensorType):
-    yield type_spec
-  else:
-    raise TypeError(f'unexpected type {type_spec}')
-
-
 def _has_user_table(type_spec):
   user_type = tff.TensorType(np.float32, [None, D])
-  return any(t == user_type for t in _tensor_types(type_spec))
+  return any(t == user_type for t in communication.tensor_types(type_spec))
 
 
 def _processes():

@@ -19,7 +19,7 @@ def count_values(type_spec) -> tuple[int, int]:
     ValueError: if a tensor has an unknown dimension (its size is not fixed by the type).
   """
   tensors, scalars = 0, 0
-  for tensor_type in _tensor_types(type_spec):
+  for tensor_type in tensor_types(type_spec):
     shape = tensor_type.shape
     if shape is None or any(dim is None for dim in shape):
       raise ValueError(f'Cannot count the values of {tensor_type}: its shape is not fixed.')
@@ -30,16 +30,17 @@ def count_values(type_spec) -> tuple[int, int]:
   return tensors, scalars
 
 
-def _tensor_types(type_spec):
+def tensor_types(type_spec):
+  """Yields the `tff.TensorType`s in a (federated, struct or tensor) TFF type, depth first."""
   if isinstance(type_spec, tff.types.FederatedType):
-    yield from _tensor_types(type_spec.member)
+    yield from tensor_types(type_spec.member)
   elif isinstance(type_spec, tff.types.StructType):
     for _, member in tff.structure.iter_elements(type_spec):
-      yield from _tensor_types(member)
+      yield from tensor_types(member)
   elif isinstance(type_spec, tff.types.TensorType):
     yield type_spec
   else:
-    raise TypeError(f'Unexpected type in a communicated value: {type_spec}')
+    raise TypeError(f"Unexpected type {type_spec}: expected federated, struct or tensor types.")
 
 
 def measure(*, broadcast_type, upload_type) -> dict[str, int]:

@@ -1,0 +1,90 @@
+"""Tests of the simulation loop with a scripted stand-in for a federated process (no TFF)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tff_rqfed import simulation
+from tff_rqfed.data.protocols import Split
+
+
+class ScriptedProcess:
+  """Ranks the validation item first in the rounds listed in `good_rounds`, last otherwise."""
+
+  name = 'scripted'
+  communication = {'upload': 3, 'download': 5}
+
+  def __init__(self, good_rounds, interrupt_at=None):
+    self.good_rounds = set(good_rounds)
+    self.interrupt_at = interrupt_at
+
+  def initialize(self):
+    return {'round': 0}
+
+  def initial_client_states(self, clients):
+    return [None for _ in clients]
+
+  def next(self, state, client_states, data, *, round_num):
+    del data
+    if round_num == self.interrupt_at:
+      raise KeyboardInterrupt
+    return {'round': round_num}, client_states, {'loss': 1.0 / round_num}
+
+  def scores(self, state, client_states, clients, num_users):
+    scores = np.tile(np.arange(6, dtype=np.float32)[::-1], (num_users, 1))  # item 0 best
+    if state['round'] in self.good_rounds:
+      scores[:, 5] = 100.0  # the validation item
+    return scores
+
+
+def _split():
+  # 2 users, 6 items: train item 0, validation item 5, test item 1.
+  return Split(train=np.array([[0, 0], [1, 0]], np.int32), valid=np.array([[0, 5], [1, 5]], np.int32),
+               test=np.array([[0, 1], [1, 1]], np.int32), num_users=2, num_items=6)
+
+
+class _Client:
+  local_users = np.zeros(1, np.int32)
+  items = np.zeros(1, np.int32)
+
+
+def _run(tmp_path, process, **config):
+  return simulation.run_simulation(
+      process, split=_split(), clients=[_Client()], output_dir=tmp_path,
+      config=simulation.SimulationConfig(progress=False, k=3, **config))
+
+
+def test_early_stopping_keeps_the_best_round_and_stops_after_patience(tmp_path):
+  summary = _run(tmp_path, ScriptedProcess(good_rounds={3}), rounds=50, patience=4)
+  assert summary['best_round'] == 3
+  assert summary['rounds_run'] == 7
+  assert summary["valid"]["ndcg@3"] == pytest.approx(1.0)
+
+
+def test_patience_counts_only_after_min_rounds(tmp_path):
+  summary = _run(tmp_path, ScriptedProcess(good_rounds={2}), rounds=50, patience=4, min_rounds=20)
+  assert summary['best_round'] == 2
+  assert summary['rounds_run'] == 24
+
+
+def test_results_files_are_written_with_one_row_per_round(tmp_path):
+  summary = _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=3, patience=10, save_topk=True)
+  on_disk = json.loads((tmp_path / 'summary.json').read_text())
+  assert on_disk['test'] == summary['test'] and on_disk['communication'] == {'upload': 3, 'download': 5}
+  assert len((tmp_path / 'rounds.csv').read_text().strip().splitlines()) == 1 + 3
+  assert len((tmp_path / 'topk.csv').read_text().strip().splitlines()) == 1 + 2
+
+
+def test_interrupt_still_evaluates_and_writes_the_best_state(tmp_path):
+  summary = _run(tmp_path, ScriptedProcess(good_rounds={2}, interrupt_at=4), rounds=50, patience=10)
+  assert summary['interrupted'] is True
+  assert summary['best_round'] == 2 and summary['rounds_run'] == 3
+  assert (tmp_path / 'summary.json').exists()
+
+
+def test_config_rejects_bad_values_quoting_them():
+  with pytest.raises(ValueError, match='patience.*0'):
+    simulation.SimulationConfig(patience=0)
+  with pytest.raises(ValueError, match='min_rounds.*-1'):
+    simulation.SimulationConfig(min_rounds=-1)
