@@ -20,7 +20,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from tff_rqfed import execution, simulation
+from tff_rqfed import execution, results_io
 from tff_rqfed.algorithms import fedmf, rqfedrec
 from tff_rqfed.data import movielens, partition, protocols, text
 from tff_rqfed.federated import client_work as cw
@@ -63,7 +63,7 @@ def main(argv):
       rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=rqfedrec.RQConfig(refresh_every=2),
                               **common), clients, _ROUNDS.value)
   print(json.dumps(results, indent=2))
-  simulation.write_atomic(pathlib.Path(_OUTPUT.value), json.dumps(results, indent=2) + '\n')
+  results_io.write_atomic(pathlib.Path(_OUTPUT.value), json.dumps(results, indent=2) + '\n')
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ from absl import app
 from absl import flags
 import pandas as pd
 
-from tff_rqfed import simulation
+from tff_rqfed.results_io import write_atomic
 
 _OUTPUT = flags.DEFINE_string('output', None, 'Also write the table (markdown) here.')
 
@@ -30,6 +30,7 @@ def collect(root: pathlib.Path) -> pd.DataFrame:
     summary = json.loads(path.read_text())
     run = path.parent.relative_to(root).as_posix()
     row = {'method': re.sub(r'-s\d+$', '', run), 'run': run,
+           'valid/ndcg@10': summary.get('valid', {}).get('ndcg@10'),
            'best_round': summary.get('best_round'),
            'seconds_per_round': summary.get('seconds_per_round'),
            'upload': summary.get('communication', {}).get('upload'),
@@ -44,7 +45,8 @@ def collect(root: pathlib.Path) -> pd.DataFrame:
 
 
 def table(runs: pd.DataFrame) -> str:
-  columns = [c for c in runs.columns if c.startswith('test')] + ['best_round', 'seconds_per_round']
+  columns = ([c for c in runs.columns if c.startswith('test')]
+             + ['valid/ndcg@10', 'best_round', 'seconds_per_round'])
   lines = ['| method | seeds | ' + ' | '.join(columns) + ' | upload | download |',
            '|' + '---|' * (len(columns) + 4)]
   for method, group in runs.groupby('method', sort=False):
@@ -54,9 +56,9 @@ def table(runs: pd.DataFrame) -> str:
       if values.empty:
         cells.append('-')
       elif len(values) == 1:
-        cells.append(f'{values.iloc[0]:.4f}' if column.startswith('test') else f'{values.iloc[0]:.1f}')
+        cells.append(f'{values.iloc[0]:.4f}' if '@' in column else f'{values.iloc[0]:.1f}')
       else:
-        fmt = '{:.4f} ± {:.4f}' if column.startswith('test') else '{:.1f} ± {:.1f}'
+        fmt = '{:.4f} ± {:.4f}' if '@' in column else '{:.1f} ± {:.1f}'
         cells.append(fmt.format(values.mean(), values.std(ddof=1)))
     lines.append(f'| {method} | {len(group)} | ' + ' | '.join(cells)
                  + f' | {group["upload"].iloc[0]} | {group["download"].iloc[0]} |')
@@ -69,7 +71,7 @@ def main(argv):
   text = table(collect(pathlib.Path(argv[1])))
   print(text)
   if _OUTPUT.value:
-    simulation.write_atomic(pathlib.Path(_OUTPUT.value), text)
+    write_atomic(pathlib.Path(_OUTPUT.value), text)
 
 
 if __name__ == '__main__':

@@ -17,9 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import pathlib
-import tempfile
 import time
 
 import numpy as np
@@ -27,6 +25,7 @@ import pandas as pd
 import tqdm
 
 from tff_rqfed.evaluation import ranking
+from tff_rqfed.results_io import write_atomic
 from tff_rqfed.federated import process as process_lib
 
 
@@ -47,16 +46,6 @@ class SimulationConfig:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)!r}')
     if self.min_rounds < 0:
       raise ValueError(f'min_rounds must be >= 0, got {self.min_rounds!r}')
-
-
-def write_atomic(path: pathlib.Path, text: str) -> None:
-  """Writes `text` to `path` through a temporary file in the same folder and `os.replace`."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False, suffix='.tmp') as f:
-    f.write(text)
-    tmp = f.name
-  os.replace(tmp, path)
 
 
 def evaluate_scores(scores, split, *, k: int, on: str):
