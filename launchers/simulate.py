@@ -193,6 +193,8 @@ def main(argv):
   print(json.dumps({key: summary[key] for key in ('algorithm', 'test', 'test_paper', 'best_round',
                                                   'rounds_run', 'seconds_per_round', 'communication')},
                    indent=2))
+  if summary.get('interrupted'):
+    sys.exit(130)  # stopped by Ctrl-C or SIGTERM; the results of the best round are written
 
 
 if __name__ == '__main__':

@@ -123,3 +123,34 @@ def test_rqfedrec_collaborative_only_run_completes(runs):
   rounds = pd.read_csv(runs['rqfedrec']['dir'] / 'rounds.csv')
   assert rounds['collaborative_rate'].tolist() == [1.0] * 4
   assert rounds['refresh_change'].notna().tolist() == [False, True, False, True]
+
+
+def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path):
+  import signal
+  import time
+
+  from tff_rqfed import execution
+
+  interactions_file = tmp_path / 'synthetic.tsv'
+  _write_interactions(interactions_file)
+  output_dir = tmp_path / 'terminated'
+  command = _command(output_dir, interactions_file, '--algorithm=fedmf', '--rounds=100000',
+                     '--patience=100000')
+  proc = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    rounds_file = output_dir / 'rounds.csv'
+    deadline = time.time() + 240
+    while time.time() < deadline and (
+        not rounds_file.exists() or len(rounds_file.read_text().splitlines()) < 3):
+      time.sleep(0.5)
+    workers = execution.worker_pids(parent=proc.pid)
+    assert workers, 'the launcher should have started a TFF worker'
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+  finally:
+    proc.kill()
+  summary = json.loads((output_dir / 'summary.json').read_text())
+  assert summary['interrupted'] is True and summary['rounds_run'] >= 2
+  time.sleep(1)
+  assert not any(os.path.exists(f'/proc/{pid}') for pid in workers)

@@ -3,8 +3,9 @@
 TFF 0.87 runs computations in a `worker_binary` subprocess reached over gRPC
 (`tff.backends.native.set_sync_local_cpp_execution_context`). The worker inherits the parent's stdout
 and stderr and is only stopped from a `__del__`, so it can outlive the Python process and hold pipes
-open (a CI step or `make` then never ends). `set_execution_context` starts the context and registers
-`kill_workers` for normal exit, uncaught errors (via atexit) and SIGINT/SIGTERM.
+open (a CI step or `make` then never ends). `set_execution_context` starts the context, registers
+`kill_workers` with atexit (normal exit and uncaught errors) and turns SIGTERM into an exception like
+Ctrl-C's, so a terminated run also unwinds, saves its results and stops the worker.
 
 The pip worker has no CUDA: TFF computations run on CPU even on a GPU machine. Server-side work that
 runs in this Python process between rounds (RQ-kmeans) sees the GPU through `tf.config`.
@@ -55,13 +56,21 @@ def kill_workers() -> int:
   return len(pids)
 
 
+class Terminated(KeyboardInterrupt):
+  """Raised in the main thread on SIGTERM, so it unwinds like Ctrl-C."""
+
+
 def _on_signal(signum, frame):
-  """Kills the workers, then unwinds Python normally so `finally` blocks still save results."""
+  """Turns SIGINT/SIGTERM into an exception in the main thread.
+
+  The worker is not killed here: a round in flight would fail with a gRPC error instead of this
+  exception. The simulation loop catches it, evaluates and writes the best state reached (NumPy
+  only), and `kill_workers` runs at exit through atexit.
+  """
   del frame
-  kill_workers()
-  if signum == signal.SIGINT:
-    raise KeyboardInterrupt
-  raise SystemExit(128 + signum)
+  if signum == signal.SIGTERM:
+    raise Terminated
+  raise KeyboardInterrupt
 
 
 # glibc returns large freed blocks to the OS (mmap/munmap, heap trimming), so every 3 MB tensor a
