@@ -95,7 +95,6 @@ def build_round(
 
 def build_iterative_process(initial_state, round_fn: tff.Computation) -> tff.templates.IterativeProcess:
   """Wraps a round into `initialize`/`next`; `initial_state` is a structure of NumPy arrays."""
-  state_type = round_fn.type_signature.parameter[0].member
 
   @tff.tensorflow.computation
   def initial():
@@ -105,7 +104,6 @@ def build_iterative_process(initial_state, round_fn: tff.Computation) -> tff.tem
   def initialize():
     return tff.federated_eval(initial, tff.SERVER)
 
-  del state_type
   return tff.templates.IterativeProcess(initialize, round_fn)
 
 
@@ -118,8 +116,8 @@ class RecommenderProcess:
     iterative_process: the pure-TFF `initialize`/`next` over one round.
     client_work: the clients' `tff.tensorflow.computation` (inspected for communication).
     initial_client_states: (clients, seed) -> list of initial private client states.
-    item_embeddings: (state, client_states, clients) -> float32[U, I] scores of every user; evaluation
-      runs each user's own embedding against the item embeddings that user's client holds.
+    scores: (state, client_states, clients, num_users) -> float32[U, I] scores of every user: each
+      user's own embedding against the item embeddings that user's client holds (evaluation only).
     after_round: server program logic run between rounds, (state, round_num) -> (state, info dict).
     upload_type, broadcast_type: TFF types of what crosses the network.
   """
