@@ -37,7 +37,7 @@ _TRAINING = cw.LocalTraining()
 _RQ = rqfedrec.RQConfig()
 # Learning rates chosen on the validation NDCG@10 of ML-100k (paper protocol, 100 clients, d=512,
 # seed 0) from the paper's grid {0.01, 0.001, 0.0001}; README "Choosing the defaults" has the numbers.
-DEFAULT_LEARNING_RATE = {'fedmf': 0.001, 'mf_local': 0.01, 'rqfedrec': 0.01}
+DEFAULT_LEARNING_RATE = {'fedmf': 0.001, 'mf_local': 0.01, 'rqfedrec': 0.001}
 
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'rqfedrec', ALGORITHMS, 'Which method to run.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m', 'file'], 'Dataset.')
