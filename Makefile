@@ -40,8 +40,8 @@ test: $(DATA_STAMP)
 	$(PY) -m pytest -q tests
 
 benchmark: $(DATA_STAMP)
-	$(PY) benchmarks/round_speed.py
-	$(PY) benchmarks/rq_kmeans_bench.py
+	$(PY) -m benchmarks.round_speed
+	$(PY) -m benchmarks.rq_kmeans_bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
 r"""Seconds per federated round of FedMF and RQFedRec on ML-100k, measured in one process.
 
-  .venv/bin/python benchmarks/round_speed.py [--rounds=5] [--embedding_dim=512] [--clients=100]
+  .venv/bin/python -m benchmarks.round_speed [--rounds=5] [--embedding_dim=512] [--clients=100]
 
 Both algorithms run the same clients (paper protocol, blocks partition) with the same local-training
 options; the first round (tracing and worker start) is reported apart from the steady-state mean.
