@@ -3,8 +3,9 @@
 `run_simulation` drives a `RecommenderProcess` over the clients of a protocol split. After every
 `eval_every` rounds each user is ranked against all items with its own embedding (train items masked)
 and the validation NDCG@10 (correct metric) decides early stopping: training stops after `patience`
-rounds without improvement, counted from `min_rounds` on (RQFedRec's warm-up). The best round's state is evaluated on the test set (train and validation items masked)
-with both the correct and the paper-compatible metrics.
+rounds without improvement, counted from `min_rounds` on (RQFedRec's warm-up). The best round's state
+is evaluated on the test set (train and validation items masked) with both the correct and the
+paper-compatible metrics.
 
 Results go to `output_dir`, each file written atomically: `rounds.csv` (one row per round, rewritten
 after every round so an interrupted run keeps its history), `summary.json` and, with `save_topk`,
@@ -107,7 +108,7 @@ def run_simulation(
                         valid_ndcg=f"{valid['correct'][ndcg_key]:.4f}", best=best['round'])
       history.append(row)
       write_atomic(output_dir / 'rounds.csv', pd.DataFrame(history).to_csv(index=False))
-      if since_best >= config.patience and round_num >= config.min_rounds:
+      if since_best >= config.patience:  # since_best only grows after min_rounds
         break
   except KeyboardInterrupt:
     interrupted = True
