@@ -41,69 +41,69 @@ K = 10
 
 
 def load_raw(path: str):
-    """(train int32[n,2], test int32[m,2], num_users, num_items) for the u1 split."""
-    df = pd.read_csv(path, sep="\t")
-    df.columns = [c.split(":")[0] for c in df.columns]
-    pairs = np.stack([df["user_id"].to_numpy() - 1, df["item_id"].to_numpy() - 1], axis=1).astype(np.int32)
-    test, train = pairs[:20000], pairs[20000:]
-    return train, test, 943, 1682
+  """(train int32[n,2], test int32[m,2], num_users, num_items) for the u1 split."""
+  df = pd.read_csv(path, sep="\t")
+  df.columns = [c.split(":")[0] for c in df.columns]
+  pairs = np.stack([df["user_id"].to_numpy() - 1, df["item_id"].to_numpy() - 1], axis=1).astype(np.int32)
+  test, train = pairs[:20000], pairs[20000:]
+  return train, test, 943, 1682
 
 
 def load_package():
-    from tff_rqfed.data.movielens import load_movielens
-    from tff_rqfed.data.protocols import make_split
+  from tff_rqfed.data.movielens import load_movielens
+  from tff_rqfed.data.protocols import make_split
 
-    dataset = load_movielens("ml-100k")
-    split = make_split(dataset, protocol="paper", seed=0)
-    train = np.concatenate([split.train, split.valid]) if len(split.valid) else split.train
-    num_users = int(getattr(dataset, "num_users", max(train[:, 0].max(), split.test[:, 0].max()) + 1))
-    num_items = int(getattr(dataset, "num_items", max(train[:, 1].max(), split.test[:, 1].max()) + 1))
-    return np.asarray(train), np.asarray(split.test), num_users, num_items
+  dataset = load_movielens("ml-100k")
+  split = make_split(dataset, protocol="paper", seed=0)
+  train = np.concatenate([split.train, split.valid]) if len(split.valid) else split.train
+  num_users = int(getattr(dataset, "num_users", max(train[:, 0].max(), split.test[:, 0].max()) + 1))
+  num_items = int(getattr(dataset, "num_items", max(train[:, 1].max(), split.test[:, 1].max()) + 1))
+  return np.asarray(train), np.asarray(split.test), num_users, num_items
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", choices=["auto", "raw", "package"], default="auto")
-    parser.add_argument("--inter", default=DEFAULT_INTER)
-    args = parser.parse_args(argv)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--source", choices=["auto", "raw", "package"], default="auto")
+  parser.add_argument("--inter", default=DEFAULT_INTER)
+  args = parser.parse_args(argv)
 
-    source = args.source
-    if source == "auto":
-        try:
-            import tff_rqfed.data.movielens  # noqa: F401
-            import tff_rqfed.data.protocols  # noqa: F401
+  source = args.source
+  if source == "auto":
+    try:
+      import tff_rqfed.data.movielens  # noqa: F401
+      import tff_rqfed.data.protocols  # noqa: F401
 
-            source = "package"
-        except ImportError:
-            source = "raw"
-    train, test, num_users, num_items = load_package() if source == "package" else load_raw(args.inter)
-    truth = truth_lists(test, num_users=num_users)
-    print(
-        f"source={source}: {num_users} users, {num_items} items, {len(train)} train / {len(test)} test pairs, "
-        f"{sum(len(t) > 0 for t in truth)} test users"
-    )
+      source = "package"
+    except ImportError:
+      source = "raw"
+  train, test, num_users, num_items = load_package() if source == "package" else load_raw(args.inter)
+  truth = truth_lists(test, num_users=num_users)
+  print(
+      f"source={source}: {num_users} users, {num_items} items, {len(train)} train / {len(test)} test pairs, "
+      f"{sum(len(t) > 0 for t in truth)} test users"
+  )
 
-    everything = np.concatenate([train, test])
-    variants = {
-        "counts(train), train masked": (train, [train]),
-        "counts(train), nothing masked": (train, []),
-        "counts(train+test), train masked": (everything, [train]),
-    }
-    header = f"{'variant':36s} {'set':8s} {'recall@10':>9s} {'mrr@10':>8s} {'ndcg@10':>8s}"
-    print(header)
-    print("-" * len(header))
-    for name, (count_pairs, exclude) in variants.items():
-        scores = most_popular_scores(count_pairs, num_users=num_users, num_items=num_items)
-        top = top_k_from_scores(scores, exclude=exclude, k=K)
-        for set_name, metrics in (("correct", ranking_metrics(top, truth, k=K)), ("paper", paper_metrics(top, truth, k=K))):
-            print(
-                f"{name:36s} {set_name:8s} {metrics['recall@10']:9.4f} {metrics['mrr@10']:8.4f} {metrics['ndcg@10']:8.4f}"
-            )
-    print(
-        f"{'reference (train counts, masked)':36s} {'?':8s} {REFERENCE['recall@10']:9.4f} "
-        f"{REFERENCE['mrr@10']:8.4f} {REFERENCE['ndcg@10']:8.4f}"
-    )
+  everything = np.concatenate([train, test])
+  variants = {
+      "counts(train), train masked": (train, [train]),
+      "counts(train), nothing masked": (train, []),
+      "counts(train+test), train masked": (everything, [train]),
+  }
+  header = f"{'variant':36s} {'set':8s} {'recall@10':>9s} {'mrr@10':>8s} {'ndcg@10':>8s}"
+  print(header)
+  print("-" * len(header))
+  for name, (count_pairs, exclude) in variants.items():
+    scores = most_popular_scores(count_pairs, num_users=num_users, num_items=num_items)
+    top = top_k_from_scores(scores, exclude=exclude, k=K)
+    for set_name, metrics in (("correct", ranking_metrics(top, truth, k=K)), ("paper", paper_metrics(top, truth, k=K))):
+      print(
+          f"{name:36s} {set_name:8s} {metrics['recall@10']:9.4f} {metrics['mrr@10']:8.4f} {metrics['ndcg@10']:8.4f}"
+      )
+  print(
+      f"{'reference (train counts, masked)':36s} {'?':8s} {REFERENCE['recall@10']:9.4f} "
+      f"{REFERENCE['mrr@10']:8.4f} {REFERENCE['ndcg@10']:8.4f}"
+  )
 
 
 if __name__ == "__main__":
-    main()
+  main()

@@ -47,53 +47,53 @@ __all__ = ["paper_metrics"]
 
 
 def _user_metrics(ranked: list, truth: set, k: int) -> tuple[float, float, float]:
-    """One user's (recall, mrr, ndcg), following the reference code step by step."""
-    top = set(ranked[0:k])  # iteration order = hash-slot order, not rank order
-    recall = len(top & truth) / len(truth)
+  """One user's (recall, mrr, ndcg), following the reference code step by step."""
+  top = set(ranked[0:k])  # iteration order = hash-slot order, not rank order
+  recall = len(top & truth) / len(truth)
 
-    mrr = 1 / 1e20
-    for index, item in enumerate(top):
-        if item in truth:
-            mrr = 1 / (index + 1)
-            break
+  mrr = 1 / 1e20
+  for index, item in enumerate(top):
+    if item in truth:
+      mrr = 1 / (index + 1)
+      break
 
-    dcg, idcg, hits = 0.0, 0.0, 0
-    for index, item in enumerate(top):
-        if item in truth:
-            dcg += 1 / math.log2(index + 2)
-            idcg += 1 / math.log2(hits + 2)
-            hits += 1
-    ndcg = dcg / (idcg + 1e-20)
-    return recall, mrr, ndcg
+  dcg, idcg, hits = 0.0, 0.0, 0
+  for index, item in enumerate(top):
+    if item in truth:
+      dcg += 1 / math.log2(index + 2)
+      idcg += 1 / math.log2(hits + 2)
+      hits += 1
+  ndcg = dcg / (idcg + 1e-20)
+  return recall, mrr, ndcg
 
 
 def paper_metrics(top_k, truth, *, k: int = 10) -> dict[str, float]:
-    """Recall@k, MRR@k and NDCG@k as in the authors' reference code (see module docstring).
+  """Recall@k, MRR@k and NDCG@k as in the authors' reference code (see module docstring).
 
-    Args:
-      top_k: int[U, >=k] ranked item indices (best first); the first k columns are used.
-      truth: length-U sequence of per-user ground-truth item arrays; users whose truth is
-        empty are skipped.
-      k: cutoff.
+  Args:
+    top_k: int[U, >=k] ranked item indices (best first); the first k columns are used.
+    truth: length-U sequence of per-user ground-truth item arrays; users whose truth is
+      empty are skipped.
+    k: cutoff.
 
-    Returns:
-      ``{'recall@k': ..., 'mrr@k': ..., 'ndcg@k': ...}`` (same keys as
-      :func:`tff_rqfed.evaluation.ranking.ranking_metrics`), each the mean over users.
-    """
-    top, k = _check_top_k(top_k, truth, k)
-    recalls, mrrs, ndcgs = [], [], []
-    for row, items in zip(top, truth):
-        truth_set = set(np.asarray(items).ravel().tolist())
-        if not truth_set:
-            continue
-        recall, mrr, ndcg = _user_metrics(row.tolist(), truth_set, k)
-        recalls.append(recall)
-        mrrs.append(mrr)
-        ndcgs.append(ndcg)
-    if not recalls:
-        raise ValueError("no user has a non-empty ground truth; metrics are undefined")
-    return {
-        f"recall@{k}": float(np.mean(recalls)),
-        f"mrr@{k}": float(np.mean(mrrs)),
-        f"ndcg@{k}": float(np.mean(ndcgs)),
-    }
+  Returns:
+    ``{'recall@k': ..., 'mrr@k': ..., 'ndcg@k': ...}`` (same keys as
+    :func:`tff_rqfed.evaluation.ranking.ranking_metrics`), each the mean over users.
+  """
+  top, k = _check_top_k(top_k, truth, k)
+  recalls, mrrs, ndcgs = [], [], []
+  for row, items in zip(top, truth):
+    truth_set = set(np.asarray(items).ravel().tolist())
+    if not truth_set:
+      continue
+    recall, mrr, ndcg = _user_metrics(row.tolist(), truth_set, k)
+    recalls.append(recall)
+    mrrs.append(mrr)
+    ndcgs.append(ndcg)
+  if not recalls:
+    raise ValueError("no user has a non-empty ground truth; metrics are undefined")
+  return {
+      f"recall@{k}": float(np.mean(recalls)),
+      f"mrr@{k}": float(np.mean(mrrs)),
+      f"ndcg@{k}": float(np.mean(ndcgs)),
+  }

