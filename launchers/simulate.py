@@ -72,6 +72,8 @@ _LEVELS = flags.DEFINE_integer('levels', _RQ.levels, 'L, residual levels.')
 _CODES = flags.DEFINE_integer('codes_per_level', None, 'M (default 256 on ML-100k, 512 otherwise).')
 _TAU = flags.DEFINE_integer('refresh_every', _RQ.refresh_every, 'tau: rounds between collaborative-id refreshes.')
 _WARMUP = flags.DEFINE_integer('warmup_rounds', _RQ.warmup_rounds, 'T_warm of Eq. 10.')
+_MAX_RATE = flags.DEFINE_float('max_collaborative_rate', _RQ.max_collaborative_rate,
+                                'Ceiling of lambda (Eq. 10 scaled by it; 1 is the paper).')
 _WARMUP_FROM = flags.DEFINE_enum('warmup_from', _RQ.warmup_from, list(rqfedrec.WARMUP_FROM),
                                  'lambda warm-up counted from round 0 (Eq. 10) or from the first refresh.')
 _LAPLACE = flags.DEFINE_float('laplace_scale', _RQ.laplace_scale, 'delta of Eq. 11 (0: no noise).')
@@ -130,7 +132,8 @@ def build_process(dataset, seed: int):
   codes = _CODES.value or (256 if dataset.name == 'ml-100k' else 512)
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,
-      warmup_rounds=_WARMUP.value, laplace_scale=_LAPLACE.value,
+      warmup_rounds=_WARMUP.value, max_collaborative_rate=_MAX_RATE.value,
+      laplace_scale=_LAPLACE.value,
       codebook_items=_CODEBOOK_ITEMS.value, codebook_fit=_CODEBOOK_FIT.value,
       codebook_sweeps=_CODEBOOK_SWEEPS.value, codebook_ridge=_CODEBOOK_RIDGE.value,
       codebook_steps=_CODEBOOK_STEPS.value,

@@ -89,6 +89,13 @@ def test_collaborative_rate_is_zero_until_first_refresh_then_warms_up(main_run):
       [0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
 
 
+def test_max_collaborative_rate_scales_the_warm_up_and_keeps_semantic_codes_trained(tff_context, clients):
+  states, history = run(build(max_collaborative_rate=0.5), 6, clients)
+  assert [m['collaborative_rate'] for m in history] == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.5])
+  # With lambda held below 1 the fit still moves semantic codes after the warm-up.
+  assert not np.array_equal(states[6]['codebooks'][cb.SEMANTIC], states[5]['codebooks'][cb.SEMANTIC])
+
+
 def test_collaborative_ids_are_refreshed_every_tau_rounds_only(main_run):
   states, history = main_run
   np.testing.assert_array_equal(states[1]['collaborative_ids'], np.zeros((NUM_ITEMS, L)))
@@ -197,6 +204,12 @@ def test_rqconfig_rejects_unknown_option_values_quoting_them(option, value):
 def test_rqconfig_rejects_out_of_range_numbers_quoting_them(option, value):
   with pytest.raises(ValueError, match=f'{option} must be >= 0?.*{value}'):
     rqfedrec.RQConfig(**{option: value})
+
+
+@pytest.mark.parametrize('value', [0.0, 1.5, -0.2])
+def test_rqconfig_rejects_a_collaborative_rate_ceiling_outside_zero_one(value):
+  with pytest.raises(ValueError, match=f'max_collaborative_rate must be in \\(0, 1\\], got {value}'):
+    rqfedrec.RQConfig(max_collaborative_rate=value)
 
 
 def test_build_rejects_more_codes_than_items():

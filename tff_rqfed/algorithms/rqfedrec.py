@@ -24,6 +24,10 @@ Options beyond the paper's text, each measured (see the README's results):
   (`lstsq`), so a refresh keeps what was learned. `after_round` reports the relative change.
 * `warmup_from`: lambda = min(1, t/T_warm) (`zero`, Eq. 10) or min(1, (t - t_first_refresh)/T_warm)
   (`first_refresh`), which avoids lambda jumping from 0 to t/T_warm at the first refresh.
+* `max_collaborative_rate`: lambda = lambda_max * (Eq. 10). With lambda_max = 1 (the paper) the
+  semantic channel is switched off after the warm-up and every item lives in the span of the L
+  collaborative codes it uses: a round's update outside that span (for ML-100k, 768 code rows for 1682
+  items) is lost in the fit. lambda_max < 1 keeps both channels, 2LM rows, in the fit.
 * Ablations of Fig. 3: `channels='semantic'` (w/o CC), `channels='collaborative'` (w/o SC),
   `fix_collaborative_ids` (Fix CC: ids built at the first refresh and never again),
   `item_embedding=False` (w/o IE: codebooks trained directly on the interactions). `w/o C` is FedMF.
@@ -66,6 +70,7 @@ class RQConfig:
   codes_per_level: int = 256
   refresh_every: int = 10  # tau
   warmup_rounds: int = 20  # T_warm (paper: 100)
+  max_collaborative_rate: float = 1.0  # lambda's ceiling (paper: 1)
   laplace_scale: float = 0.0  # delta of Eq. 11
   codebook_items: str = 'trained'
   codebook_fit: str = 'blockwise'
@@ -91,6 +96,8 @@ class RQConfig:
     for name in ('levels', 'codes_per_level', 'refresh_every'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)!r}')
+    if not 0.0 < self.max_collaborative_rate <= 1.0:
+      raise ValueError(f'max_collaborative_rate must be in (0, 1], got {self.max_collaborative_rate!r}')
     if self.laplace_scale < 0:
       raise ValueError(f'laplace_scale must be >= 0, got {self.laplace_scale!r}')
     for name in ('codebook_steps', 'codebook_sweeps', 'codebook_ridge'):
@@ -263,7 +270,8 @@ def build_rqfedrec(
     if config.channels == 'semantic' or refresh['first_round'] is None:
       return 0.0
     start = 0 if config.warmup_from == 'zero' else refresh['first_round']
-    return cb.collaborative_rate(round_num, warmup_rounds=config.warmup_rounds, start_round=start)
+    return config.max_collaborative_rate * cb.collaborative_rate(
+        round_num, warmup_rounds=config.warmup_rounds, start_round=start)
 
   def after_round(state, round_num):
     """Server program logic after round t: collaborative-id refresh (Alg. 1 l. 14-16) and lambda_{t+1}."""
