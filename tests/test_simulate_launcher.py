@@ -87,6 +87,10 @@ def test_fedmf_run_writes_rounds_flags_and_topk_files(runs):
   flag_values = json.loads((out / 'flags.json').read_text())
   assert flag_values['algorithm'] == 'fedmf'
   assert flag_values['embedding_dim'] == 8
+  # Defaulted per-algorithm values are recorded as the values the run used, not as null.
+  from launchers import simulate
+  assert flag_values['learning_rate'] == 0.05
+  assert flag_values['init_scale'] == simulate.DEFAULT_INIT_SCALE['fedmf']
   topk = pd.read_csv(out / 'topk.csv')
   assert len(topk) == NUM_USERS  # per_user protocol: every user has test items
   assert sorted(topk['user_id']) == list(range(1, NUM_USERS + 1))
