@@ -98,6 +98,8 @@ _FIX_CC = flags.DEFINE_bool('fix_collaborative_ids', False, 'Fix CC ablation: id
 _NO_IE = flags.DEFINE_bool('without_item_embedding', False, 'w/o IE ablation: train codebooks directly.')
 _SEMANTIC_INIT = flags.DEFINE_enum('semantic_init', _RQ.semantic_init, list(rqfedrec.SEMANTIC_INITS),
                                    'Initial semantic code values.')
+_KMEANS_DIM = flags.DEFINE_integer('kmeans_dim', _RQ.kmeans_dim,
+                                   'RQ-kmeans on the top-k principal components (0: all d dimensions).')
 _ENCODER = flags.DEFINE_enum('encoder', 'use', list(encoders.ENCODERS), 'Text encoder (Sec. 4.3.1).')
 
 
@@ -152,7 +154,7 @@ def build_process(dataset, seed: int):
       codebook_learning_rate=_CODEBOOK_LR.value, refresh_values=_REFRESH_VALUES.value,
       warmup_from=_WARMUP_FROM.value, channels=_CHANNELS.value,
       fix_collaborative_ids=_FIX_CC.value, item_embedding=not _NO_IE.value,
-      semantic_init=_SEMANTIC_INIT.value,
+      semantic_init=_SEMANTIC_INIT.value, kmeans_dim=_KMEANS_DIM.value,
   )
   text_embeddings = None
   if config.channels != 'collaborative':

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
@@ -94,6 +95,31 @@ def test_max_collaborative_rate_scales_the_warm_up_and_keeps_semantic_codes_trai
   assert [m['collaborative_rate'] for m in history] == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.5])
   # With lambda held below 1 the fit still moves semantic codes after the warm-up.
   assert not np.array_equal(states[6]['codebooks'][cb.SEMANTIC], states[5]['codebooks'][cb.SEMANTIC])
+
+
+def test_quantise_with_kmeans_dim_clusters_principal_components_and_keeps_d_dim_centres():
+  from sklearn import decomposition
+  from tff_rqfed.quantization import rq_kmeans
+  points = np.random.default_rng(0).normal(size=(60, 16)).astype(np.float32)
+  config = rqfedrec.RQConfig(levels=2, codes_per_level=5, kmeans_dim=3, kmeans_iterations=10)
+  codes, centres = rqfedrec.quantise(points, config=config, seed=1)
+  reduced = decomposition.PCA(n_components=3, svd_solver='full').fit_transform(points)
+  expected = rq_kmeans.rq_kmeans(reduced.astype(np.float32), levels=2, codes_per_level=5, seed=1,
+                                 iterations=10).codes
+  np.testing.assert_array_equal(codes, expected)
+  assert centres.shape == (2, 5, 16)
+  np.testing.assert_allclose(centres, rq_kmeans.residual_centres(points, codes, codes_per_level=5))
+  # kmeans_dim >= d means no reduction: plain RQ-kmeans.
+  full_codes, _ = rqfedrec.quantise(points, config=dataclasses_replace(config, kmeans_dim=16), seed=1)
+  np.testing.assert_array_equal(
+      full_codes, rq_kmeans.rq_kmeans(points, levels=2, codes_per_level=5, seed=1, iterations=10).codes)
+
+
+def test_kmeans_dim_run_refreshes_ids_with_full_dimensional_codebooks(tff_context, clients):
+  states, history = run(build(kmeans_dim=2), 4, clients)
+  assert ids_changed(states) == [2, 4]
+  assert states[-1]['codebooks'].shape == (2, L, M, D)
+  assert all(np.isfinite(m['loss']) for m in history)
 
 
 def test_collaborative_ids_are_refreshed_every_tau_rounds_only(main_run):
@@ -199,7 +225,7 @@ def test_rqconfig_rejects_unknown_option_values_quoting_them(option, value):
 
 @pytest.mark.parametrize('option, value', [
     ('levels', 0), ('codes_per_level', -1), ('refresh_every', 0), ('laplace_scale', -0.5),
-    ('codebook_ridge', -1.0),
+    ('codebook_ridge', -1.0), ('kmeans_dim', -2),
 ])
 def test_rqconfig_rejects_out_of_range_numbers_quoting_them(option, value):
   with pytest.raises(ValueError, match=f'{option} must be >= 0?.*{value}'):

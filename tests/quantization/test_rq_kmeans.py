@@ -180,3 +180,20 @@ def test_assign_codes_and_reconstruct_validate_shapes():
     rq.reconstruct(np.zeros((2, 3), np.int32), centres)
   with pytest.raises(ValueError, match=r"\[0, M=3\).*7"):
     rq.reconstruct(np.array([[0, 7]]), centres)
+
+
+def test_residual_centres_of_rq_kmeans_codes_match_its_centres(random_data):
+  # At convergence each RQ-kmeans centre is the mean residual of its points (Lloyd's update).
+  result = rq.rq_kmeans(random_data, levels=2, codes_per_level=6, seed=0, iterations=200,
+                        tolerance=0.0)
+  centres = rq.residual_centres(random_data, result.codes, codes_per_level=6)
+  np.testing.assert_allclose(centres, result.centres, atol=1e-4)
+
+
+def test_residual_centres_leave_unused_codes_at_zero_and_reject_bad_codes():
+  x = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]], np.float32)
+  codes = np.array([[0], [0], [2]])
+  centres = rq.residual_centres(x, codes, codes_per_level=4)
+  np.testing.assert_allclose(centres[0], [[2.0, 0.0], [0.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+  with pytest.raises(ValueError, match='found 4'):
+    rq.residual_centres(x, np.array([[0], [4], [1]]), codes_per_level=4)

@@ -28,6 +28,11 @@ Options beyond the paper's text, each measured (see the README's results):
   semantic channel is switched off after the warm-up and every item lives in the span of the L
   collaborative codes it uses: a round's update outside that span (for ML-100k, 768 code rows for 1682
   items) is lost in the fit. lambda_max < 1 keeps both channels, 2LM rows, in the fit.
+* `kmeans_dim`: RQ-kmeans (semantic ids once, collaborative ids at each refresh) runs on the top
+  `kmeans_dim` principal components of the normalised embeddings instead of all d dimensions; the
+  code values stay d-dimensional. In d = 512, k-means of 1682 points gives many items the same L-code
+  tuple (1,200 distinct tuples of the USE embeddings, against 1,657 on 64 components,
+  `benchmarks/codebook_span.py`), and items with the same tuple have the same embedding for good.
 * Ablations of Fig. 3: `channels='semantic'` (w/o CC), `channels='collaborative'` (w/o SC),
   `fix_collaborative_ids` (Fix CC: ids built at the first refresh and never again),
   `item_embedding=False` (w/o IE: codebooks trained directly on the interactions). `w/o C` is FedMF.
@@ -39,6 +44,7 @@ import collections
 import dataclasses
 
 import numpy as np
+from sklearn import decomposition
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -85,6 +91,7 @@ class RQConfig:
   item_embedding: bool = True
   semantic_init: str = 'projection'
   kmeans_iterations: int = 50
+  kmeans_dim: int = 0  # 0: RQ-kmeans in the full d; k: on the top-k principal components
 
   def __post_init__(self):
     for name, allowed in (('codebook_items', CODEBOOK_ITEMS), ('codebook_fit', CODEBOOK_FITS),
@@ -100,7 +107,7 @@ class RQConfig:
       raise ValueError(f'max_collaborative_rate must be in (0, 1], got {self.max_collaborative_rate!r}')
     if self.laplace_scale < 0:
       raise ValueError(f'laplace_scale must be >= 0, got {self.laplace_scale!r}')
-    for name in ('codebook_steps', 'codebook_sweeps', 'codebook_ridge'):
+    for name in ('codebook_steps', 'codebook_sweeps', 'codebook_ridge', 'kmeans_dim'):
       if getattr(self, name) < 0:
         raise ValueError(f'{name} must be >= 0, got {getattr(self, name)!r}')
 
@@ -123,17 +130,32 @@ def semantic_codebook(text_embeddings, *, config: RQConfig, embedding_dim: int, 
     text = text @ projection
   norms = np.linalg.norm(text, axis=1, keepdims=True)
   projected = text / np.maximum(norms, 1e-12) * init_scale * np.sqrt(embedding_dim)
-  result = rq_kmeans.rq_kmeans(
-      projected, levels=config.levels, codes_per_level=config.codes_per_level, seed=seed,
-      iterations=config.kmeans_iterations,
-  )
+  codes, centres = quantise(projected, config=config, seed=seed)
   if config.semantic_init == 'projection':
-    values = result.centres
+    values = centres
   else:
     values = np.random.default_rng([seed, 4]).normal(
-        0.0, init_scale / np.sqrt(config.levels), result.centres.shape
+        0.0, init_scale / np.sqrt(config.levels), centres.shape
     ).astype(np.float32)
-  return result.codes.astype(np.int32), values.astype(np.float32)
+  return codes, values.astype(np.float32)
+
+
+def quantise(points, *, config: RQConfig, seed: int):
+  """RQ-kmeans (Sec. 3.3) ids `int32[I, L]` and centres `float32[L, M, d]` of `points: float32[I, d]`.
+
+  With 0 < `config.kmeans_dim` < d the ids come from RQ-kmeans on the points' top `kmeans_dim`
+  principal components (scikit-learn's PCA, exact SVD) and the centres are the residual means of the
+  d-dimensional points under those ids.
+  """
+  points = np.asarray(points, np.float32)
+  options = dict(levels=config.levels, codes_per_level=config.codes_per_level, seed=seed,
+                 iterations=config.kmeans_iterations)
+  if 0 < config.kmeans_dim < points.shape[1]:
+    reduced = decomposition.PCA(n_components=config.kmeans_dim, svd_solver='full').fit_transform(points)
+    codes = rq_kmeans.rq_kmeans(reduced.astype(np.float32), **options).codes.astype(np.int32)
+    return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
+  result = rq_kmeans.rq_kmeans(points, **options)
+  return result.codes.astype(np.int32), result.centres.astype(np.float32)
 
 
 def build_rqfedrec(
@@ -328,13 +350,9 @@ def _collaborative_codes(items, targets, *, config: RQConfig, seed: int, rate: f
   `rate`, reproduces `targets` (the part of the item embeddings the collaborative channel must carry).
   """
   normalised = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
-  result = rq_kmeans.rq_kmeans(
-      normalised, levels=config.levels, codes_per_level=config.codes_per_level, seed=seed,
-      iterations=config.kmeans_iterations,
-  )
-  codes = result.codes.astype(np.int32)
+  codes, centres = quantise(normalised, config=config, seed=seed)
   if config.refresh_values == 'centres':
-    return codes, result.centres.astype(np.float32)
+    return codes, centres
   if targets is None or rate <= 1e-6:
     targets, rate = items, 1.0
   values = cb.least_squares_codebook(

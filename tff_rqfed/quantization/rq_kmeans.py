@@ -371,3 +371,31 @@ def reconstruct(codes, centres) -> np.ndarray:
   for level in range(num_levels):
     out += centres[level][codes[:, level]]
   return out
+
+
+def residual_centres(x, codes, *, codes_per_level: int) -> np.ndarray:
+  """The centres ``float32[L, M, d]`` RQ-kmeans holds for fixed ``codes`` (Sec. 3.3, Eq. 2).
+
+  Level by level, each centre is the mean residual of the points that use it (0 for an unused
+  code), the centre update of Lloyd's algorithm. Used when the ids were found in another space
+  (for example on the points' principal components) and the centres are wanted in this one.
+
+  Args:
+    x: float[n, d] points.
+    codes: int[n, L] code IDs in ``[0, codes_per_level)``.
+  """
+  x = _check_points(x)
+  codes = np.asarray(codes)
+  if codes.ndim != 2 or codes.shape[0] != x.shape[0]:
+    raise ValueError(f"codes must have shape [n={x.shape[0]}, L]; got {codes.shape}.")
+  if codes.size and (codes.min() < 0 or codes.max() >= codes_per_level):
+    bad = codes[(codes < 0) | (codes >= codes_per_level)][0]
+    raise ValueError(f"codes must lie in [0, M={codes_per_level}); found {bad}.")
+  residual = x.astype(np.float64)
+  centres = np.zeros((codes.shape[1], codes_per_level, x.shape[1]), np.float64)
+  for level in range(codes.shape[1]):
+    counts = np.bincount(codes[:, level], minlength=codes_per_level)
+    np.add.at(centres[level], codes[:, level], residual)
+    centres[level] /= np.maximum(counts, 1)[:, None]
+    residual = residual - centres[level][codes[:, level]]
+  return centres.astype(np.float32)
