@@ -127,6 +127,9 @@ def test_collaborative_ids_are_refreshed_every_tau_rounds_only(main_run):
   np.testing.assert_array_equal(states[1]['collaborative_ids'], np.zeros((NUM_ITEMS, L)))
   assert ids_changed(states) == [2, 4, 6]
   assert [t for t, m in enumerate(history, 1) if 'refresh_change' in m] == [2, 4, 6]
+  for t in (2, 4, 6):
+    assert history[t - 1]['distinct_collaborative_tuples'] == len(
+        np.unique(states[t]['collaborative_ids'], axis=0))
   # Semantic ids never change; the collaborative ids use several codes after a refresh.
   for s in states:
     np.testing.assert_array_equal(s['semantic_ids'], states[0]['semantic_ids'])
