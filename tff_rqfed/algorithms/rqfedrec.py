@@ -69,7 +69,9 @@ class RQConfig:
 
   L=3, M=256 (ML-100k), tau=10 are the paper's. T_warm defaults to 20, not the paper's 100: on the
   ML-100k validation set the shorter warm-up was better (README, "Choosing the defaults"); the
-  options marked "beyond the paper" in the module docstring were chosen the same way.
+  options marked "beyond the paper" in the module docstring were chosen the same way (`kmeans_dim`
+  = 64: validation NDCG@10 0.193 against 0.161 with k-means in all 512 dimensions, seed 0; a no-op
+  when d <= 64).
   """
 
   levels: int = 3
@@ -91,7 +93,7 @@ class RQConfig:
   item_embedding: bool = True
   semantic_init: str = 'projection'
   kmeans_iterations: int = 50
-  kmeans_dim: int = 0  # 0: RQ-kmeans in the full d; k: on the top-k principal components
+  kmeans_dim: int = 64  # RQ-kmeans on the top-k principal components; 0 (or >= d): all d dimensions
 
   def __post_init__(self):
     for name, allowed in (('codebook_items', CODEBOOK_ITEMS), ('codebook_fit', CODEBOOK_FITS),
@@ -143,15 +145,16 @@ def semantic_codebook(text_embeddings, *, config: RQConfig, embedding_dim: int, 
 def quantise(points, *, config: RQConfig, seed: int):
   """RQ-kmeans (Sec. 3.3) ids `int32[I, L]` and centres `float32[L, M, d]` of `points: float32[I, d]`.
 
-  With 0 < `config.kmeans_dim` < d the ids come from RQ-kmeans on the points' top `kmeans_dim`
-  principal components (scikit-learn's PCA, exact SVD) and the centres are the residual means of the
-  d-dimensional points under those ids.
+  With 0 < `config.kmeans_dim` < min(I, d) the ids come from RQ-kmeans on the points' top
+  `kmeans_dim` principal components (scikit-learn's PCA, exact SVD) and the centres are the residual
+  means of the d-dimensional points under those ids.
   """
   points = np.asarray(points, np.float32)
   options = dict(levels=config.levels, codes_per_level=config.codes_per_level, seed=seed,
                  iterations=config.kmeans_iterations)
-  if 0 < config.kmeans_dim < points.shape[1]:
-    reduced = decomposition.PCA(n_components=config.kmeans_dim, svd_solver='full').fit_transform(points)
+  if 0 < config.kmeans_dim < min(points.shape):  # PCA has at most min(I, d) components.
+    pca = decomposition.PCA(n_components=config.kmeans_dim, svd_solver='full')
+    reduced = pca.fit_transform(points)
     codes = rq_kmeans.rq_kmeans(reduced.astype(np.float32), **options).codes.astype(np.int32)
     return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
   result = rq_kmeans.rq_kmeans(points, **options)
