@@ -29,7 +29,8 @@ $(DATA_STAMP): $(STAMP)
 
 data: $(DATA_STAMP)
 
-# RQFedRec against FedMF and MostPop on ML-100k (paper protocol, 100 clients, d=512), then the table.
+# RQFedRec against FedMF and MostPop on ML-100k (paper protocol, 100 clients, d=512), then the table;
+# learning rates and initialisation scales are the launcher's validated defaults.
 run: $(DATA_STAMP)
 	$(PY) -m launchers.simulate --algorithm=mostpop --seed=$(SEED) --output_dir=$(RESULTS)/mostpop
 	$(PY) -m launchers.simulate --algorithm=fedmf --seed=$(SEED) --rounds=$(ROUNDS) --output_dir=$(RESULTS)/fedmf
@@ -42,6 +43,7 @@ test: $(DATA_STAMP)
 benchmark: $(DATA_STAMP)
 	$(PY) -m benchmarks.round_speed
 	$(PY) -m benchmarks.rq_kmeans_bench
+	$(PY) -m benchmarks.codebook_span
 
 clean-venv:
 	rm -rf $(VENV)

@@ -100,6 +100,8 @@ _SEMANTIC_INIT = flags.DEFINE_enum('semantic_init', _RQ.semantic_init, list(rqfe
                                    'Initial semantic code values.')
 _KMEANS_DIM = flags.DEFINE_integer('kmeans_dim', _RQ.kmeans_dim,
                                    'RQ-kmeans on the top-k principal components (0: all d dimensions).')
+_UNIQUE_CODES = flags.DEFINE_bool('unique_codes', _RQ.unique_codes,
+                                   'No two items share a whole L-code tuple (per channel).')
 _ENCODER = flags.DEFINE_enum('encoder', 'use', list(encoders.ENCODERS), 'Text encoder (Sec. 4.3.1).')
 
 
@@ -155,6 +157,7 @@ def build_process(dataset, seed: int):
       warmup_from=_WARMUP_FROM.value, channels=_CHANNELS.value,
       fix_collaborative_ids=_FIX_CC.value, item_embedding=not _NO_IE.value,
       semantic_init=_SEMANTIC_INIT.value, kmeans_dim=_KMEANS_DIM.value,
+      unique_codes=_UNIQUE_CODES.value,
   )
   text_embeddings = None
   if config.channels != 'collaborative':

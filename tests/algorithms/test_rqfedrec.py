@@ -115,6 +115,16 @@ def test_quantise_with_kmeans_dim_clusters_principal_components_and_keeps_d_dim_
       full_codes, rq_kmeans.rq_kmeans(points, levels=2, codes_per_level=5, seed=1, iterations=10).codes)
 
 
+def test_unique_codes_give_items_distinct_tuples_as_far_as_m_allows(tff_context, clients):
+  states, history = run(build(unique_codes=True, codes_per_level=8), 2, clients)
+  for ids in (states[-1]['semantic_ids'], states[-1]['collaborative_ids']):
+    # A prefix (the first L - 1 codes) shared by n items yields min(n, M) distinct tuples at most.
+    _, prefix_counts = np.unique(ids[:, :-1], axis=0, return_counts=True)
+    assert len(np.unique(ids, axis=0)) == np.minimum(prefix_counts, 8).sum()
+  assert history[1]['distinct_collaborative_tuples'] == len(
+      np.unique(states[2]['collaborative_ids'], axis=0))
+
+
 def test_kmeans_dim_run_refreshes_ids_with_full_dimensional_codebooks(tff_context, clients):
   states, history = run(build(kmeans_dim=2), 4, clients)
   assert ids_changed(states) == [2, 4]

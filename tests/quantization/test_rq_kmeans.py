@@ -197,3 +197,24 @@ def test_residual_centres_leave_unused_codes_at_zero_and_reject_bad_codes():
   np.testing.assert_allclose(centres[0], [[2.0, 0.0], [0.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
   with pytest.raises(ValueError, match='found 4'):
     rq.residual_centres(x, np.array([[0], [4], [1]]), codes_per_level=4)
+
+
+def test_make_codes_unique_moves_duplicates_to_nearest_free_last_level_code():
+  # Level 0: one code; level 1: codes at 0, 1, 5. Points 0 and 1 both pick code 0 at level 1.
+  centres = np.array([[[0.0], [100.0], [100.0]], [[0.0], [1.0], [5.0]]], np.float32)
+  x = np.array([[0.1], [-0.2], [4.0]], np.float32)
+  codes = np.array([[0, 0], [0, 0], [0, 2]])
+  unique = rq.make_codes_unique(x, codes, centres)
+  # Point 0 keeps (0, 0); point 1 moves to the nearest free code, 1 (distance 1.2), not 2 (taken).
+  np.testing.assert_array_equal(unique, [[0, 0], [0, 1], [0, 2]])
+  np.testing.assert_array_equal(codes, [[0, 0], [0, 0], [0, 2]])  # the input is not modified
+
+
+def test_make_codes_unique_gives_every_point_its_own_tuple_on_duplicated_points():
+  x = np.repeat(np.random.default_rng(0).normal(size=(10, 4)), 5, axis=0).astype(np.float32)
+  result = rq.rq_kmeans(x, levels=2, codes_per_level=16, seed=0)
+  assert len(np.unique(result.codes, axis=0)) < len(x)
+  assert np.bincount(result.codes[:, 0]).max() <= 16  # every prefix has room for its points
+  unique = rq.make_codes_unique(x, result.codes, result.centres)
+  assert len(np.unique(unique, axis=0)) == len(x)
+  np.testing.assert_array_equal(unique[:, 0], result.codes[:, 0])  # only the last level moves

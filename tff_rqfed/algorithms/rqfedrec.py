@@ -33,6 +33,11 @@ Options beyond the paper's text, each measured (see the README's results):
   code values stay d-dimensional. In d = 512, k-means of 1682 points gives many items the same L-code
   tuple (1,200 distinct tuples of the USE embeddings, against 1,657 on 64 components,
   `benchmarks/codebook_span.py`), and items with the same tuple have the same embedding for good.
+* `unique_codes`: after RQ-kmeans, items that share a whole L-code tuple move their last-level code
+  to the nearest free one (`rq_kmeans.make_codes_unique`). Items with the same collaborative tuple
+  have the same embedding once lambda = 1, so each refresh can only merge items: measured at d = 512,
+  distinct tuples fall from about 1,540 to 1,030-1,100 of 1,682 items over five refreshes
+  (`distinct_collaborative_tuples` in rounds.csv).
 * Ablations of Fig. 3: `channels='semantic'` (w/o CC), `channels='collaborative'` (w/o SC),
   `fix_collaborative_ids` (Fix CC: ids built at the first refresh and never again),
   `item_embedding=False` (w/o IE: codebooks trained directly on the interactions). `w/o C` is FedMF.
@@ -94,6 +99,7 @@ class RQConfig:
   semantic_init: str = 'projection'
   kmeans_iterations: int = 50
   kmeans_dim: int = 64  # RQ-kmeans on the top-k principal components; 0 (or >= d): all d dimensions
+  unique_codes: bool = False  # no two items share all L codes of a channel (rq_kmeans.make_codes_unique)
 
   def __post_init__(self):
     for name, allowed in (('codebook_items', CODEBOOK_ITEMS), ('codebook_fit', CODEBOOK_FITS),
@@ -152,13 +158,17 @@ def quantise(points, *, config: RQConfig, seed: int):
   points = np.asarray(points, np.float32)
   options = dict(levels=config.levels, codes_per_level=config.codes_per_level, seed=seed,
                  iterations=config.kmeans_iterations)
+  clustered = points
   if 0 < config.kmeans_dim < min(points.shape):  # PCA has at most min(I, d) components.
     pca = decomposition.PCA(n_components=config.kmeans_dim, svd_solver='full')
-    reduced = pca.fit_transform(points)
-    codes = rq_kmeans.rq_kmeans(reduced.astype(np.float32), **options).codes.astype(np.int32)
-    return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
-  result = rq_kmeans.rq_kmeans(points, **options)
-  return result.codes.astype(np.int32), result.centres.astype(np.float32)
+    clustered = pca.fit_transform(points).astype(np.float32)
+  result = rq_kmeans.rq_kmeans(clustered, **options)
+  codes = result.codes.astype(np.int32)
+  if config.unique_codes:
+    codes = rq_kmeans.make_codes_unique(clustered, codes, result.centres)
+  if clustered is points and not config.unique_codes:
+    return codes, result.centres.astype(np.float32)
+  return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
 
 
 def build_rqfedrec(

@@ -399,3 +399,50 @@ def residual_centres(x, codes, *, codes_per_level: int) -> np.ndarray:
     centres[level] /= np.maximum(counts, 1)[:, None]
     residual = residual - centres[level][codes[:, level]]
   return centres.astype(np.float32)
+
+
+def make_codes_unique(x, codes, centres) -> np.ndarray:
+  """Codes ``int32[n, L]`` in which no two points share the whole L-code tuple, where M allows.
+
+  In a model that represents an item by the sum of its codes (Eq. 6), two items with the same tuple
+  are the same item; RQ-kmeans gives many points the same tuple when clusters are small. The first
+  point of each tuple keeps it; every other one moves its last-level code to the nearest code (to
+  its residual before the last level) that makes its tuple unused, the assignment RQ-kmeans would
+  make if the taken codes were not there. Written by hand: no k-means library constrains tuples.
+  A prefix shared by more than M points keeps duplicates (there are not enough last-level codes).
+
+  Args:
+    x: float[n, d] the points the codes were found for.
+    codes: int[n, L] RQ-kmeans codes of ``x`` under ``centres: float[L, M, d]``.
+  """
+  x = _check_points(x)
+  centres = _check_centres(centres, x.shape[1])
+  codes = np.array(codes, dtype=np.int32)
+  if codes.ndim != 2 or codes.shape != (x.shape[0], centres.shape[0]):
+    raise ValueError(f"codes must have shape [n={x.shape[0]}, L={centres.shape[0]}]; got "
+                     f"{codes.shape}.")
+  last = centres.shape[0] - 1
+  tuples = [tuple(row) for row in codes.tolist()]
+  taken = set()
+  duplicates = []
+  for index, key in enumerate(tuples):
+    if key in taken:
+      duplicates.append(index)
+    else:
+      taken.add(key)
+  if not duplicates:
+    return codes
+  residual = x[duplicates].astype(np.float64)
+  for level in range(last):
+    residual -= centres[level][codes[duplicates, level]]
+  last_centres = centres[last].astype(np.float64)
+  distances = (np.sum(last_centres ** 2, axis=1)[None, :] - 2.0 * residual @ last_centres.T)
+  for row, index in enumerate(duplicates):
+    prefix = tuple(codes[index, :last].tolist())
+    for code in np.argsort(distances[row], kind="stable"):
+      key = prefix + (int(code),)
+      if key not in taken:
+        codes[index, last] = code
+        taken.add(key)
+        break
+  return codes
