@@ -6,8 +6,10 @@ A client's codebook fit (Eq. 7) replaces its item update Delta: float32[I, d] by
 of the form A @ dB, where A: {0, 1}[I, rows] marks the codes each item uses, weighted as in Eq. 6.
 Column by column, what survives is the projection of Delta onto the column space of A, whatever d is.
 This script builds A for ML-100k from the real semantic ids (RQ-kmeans of the USE text embeddings,
-as `rqfedrec.semantic_codebook` does) and collaborative ids (RQ-kmeans of a random item table, as at
-a refresh), and reports the rank of A and the share of a random update's energy that survives:
+as `rqfedrec.semantic_codebook` does) and collaborative ids (RQ-kmeans of a random normalised item
+table, as at a refresh), with RQ-kmeans in all d dimensions and on 64 principal components
+(`kmeans_dim`), and reports how many items have a tuple of their own, the rank of A and the share of
+a random update's energy that survives:
 
 * lambda = 1 (the paper after the warm-up): only the L collaborative codes, L * M rows;
 * lambda in (0, 1) (`--max_collaborative_rate` < 1): both channels, 2 * L * M rows.
@@ -32,7 +34,6 @@ import numpy as np
 from tff_rqfed import results_io
 from tff_rqfed.algorithms import rqfedrec
 from tff_rqfed.data import movielens, text
-from tff_rqfed.quantization import rq_kmeans
 from tff_rqfed.semantic import encoders
 
 _DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.')
@@ -57,30 +58,30 @@ def kept_share(matrix: np.ndarray, update: np.ndarray) -> float:
 
 def main(argv):
   del argv
-  config = rqfedrec.RQConfig()
   dataset = movielens.load_movielens('ml-100k')
   embeddings = encoders.item_text_embeddings(
       text.item_texts(dataset), dataset_name=dataset.name, cache_dir=movielens.default_cache_dir())
-  semantic_ids, _ = rqfedrec.semantic_codebook(
-      embeddings, config=config, embedding_dim=_DIM.value, init_scale=0.01, seed=_SEED.value)
   rng = np.random.default_rng(_SEED.value)
   table = rng.normal(size=(dataset.num_items, _DIM.value)).astype(np.float32)
-  collaborative_ids = rq_kmeans.rq_kmeans(
-      table / np.linalg.norm(table, axis=1, keepdims=True), levels=config.levels,
-      codes_per_level=config.codes_per_level, seed=_SEED.value + 1).codes
-  collaborative = assignment_matrix(collaborative_ids, config.codes_per_level)
-  both = np.hstack([assignment_matrix(semantic_ids, config.codes_per_level), collaborative])
+  table /= np.linalg.norm(table, axis=1, keepdims=True)
   update = rng.normal(size=(dataset.num_items, 64))  # 64 columns: each column is projected alike
-  result = {
-      'items': int(dataset.num_items),
-      'distinct_collaborative_tuples': int(len({tuple(row) for row in collaborative_ids})),
-      'distinct_semantic_tuples': int(len({tuple(row) for row in semantic_ids})),
-      'collaborative_only': {'rows': int(collaborative.shape[1]),
-                             'rank': int(np.linalg.matrix_rank(collaborative)),
-                             'kept_share': kept_share(collaborative, update)},
-      'both_channels': {'rows': int(both.shape[1]), 'rank': int(np.linalg.matrix_rank(both)),
-                        'kept_share': kept_share(both, update)},
-  }
+  result = {'items': int(dataset.num_items), 'embedding_dim': _DIM.value}
+  for kmeans_dim in (0, 64):
+    config = rqfedrec.RQConfig(kmeans_dim=kmeans_dim)
+    semantic_ids, _ = rqfedrec.semantic_codebook(
+        embeddings, config=config, embedding_dim=_DIM.value, init_scale=0.01, seed=_SEED.value)
+    collaborative_ids, _ = rqfedrec.quantise(table, config=config, seed=_SEED.value + 1)
+    collaborative = assignment_matrix(collaborative_ids, config.codes_per_level)
+    both = np.hstack([assignment_matrix(semantic_ids, config.codes_per_level), collaborative])
+    result[f'kmeans_dim={kmeans_dim}'] = {
+        'distinct_semantic_tuples': int(len(np.unique(semantic_ids, axis=0))),
+        'distinct_collaborative_tuples': int(len(np.unique(collaborative_ids, axis=0))),
+        'collaborative_only': {'rows': int(collaborative.shape[1]),
+                               'rank': int(np.linalg.matrix_rank(collaborative)),
+                               'kept_share': kept_share(collaborative, update)},
+        'both_channels': {'rows': int(both.shape[1]), 'rank': int(np.linalg.matrix_rank(both)),
+                          'kept_share': kept_share(both, update)},
+    }
   print(json.dumps(result, indent=2))
   output = pathlib.Path(_OUTPUT.value)
   results_io.write_atomic(output, json.dumps(result, indent=2) + '\n')
