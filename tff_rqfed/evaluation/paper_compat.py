@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from tff_rqfed.evaluation.ranking import _check_top_k
+from tff_rqfed.evaluation.ranking import _check_top_k, mean_over_users
 
 __all__ = ["paper_metrics"]
 
@@ -90,10 +90,4 @@ def paper_metrics(top_k, truth, *, k: int = 10) -> dict[str, float]:
     recalls.append(recall)
     mrrs.append(mrr)
     ndcgs.append(ndcg)
-  if not recalls:
-    raise ValueError("no user has a non-empty ground truth; metrics are undefined")
-  return {
-      f"recall@{k}": float(np.mean(recalls)),
-      f"mrr@{k}": float(np.mean(mrrs)),
-      f"ndcg@{k}": float(np.mean(ndcgs)),
-  }
+  return mean_over_users(k, recalls, mrrs, ndcgs)

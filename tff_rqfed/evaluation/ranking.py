@@ -235,6 +235,17 @@ def _check_top_k(top_k, truth, k) -> tuple[np.ndarray, int]:
   return top[:, :k], k
 
 
+def mean_over_users(k: int, recalls, mrrs, ndcgs) -> dict[str, float]:
+  """``{recall@k, mrr@k, ndcg@k}``: each the mean of the per-user values (users with test items)."""
+  if not recalls:
+    raise ValueError("no user has a non-empty ground truth; metrics are undefined")
+  return {
+      f"recall@{k}": float(np.mean(recalls)),
+      f"mrr@{k}": float(np.mean(mrrs)),
+      f"ndcg@{k}": float(np.mean(ndcgs)),
+  }
+
+
 def ranking_metrics(top_k, truth, *, k: int = 10) -> dict[str, float]:
   """Textbook Recall@k, MRR@k and NDCG@k (paper Sec. 6.1.3), averaged over users.
 
@@ -264,13 +275,7 @@ def ranking_metrics(top_k, truth, *, k: int = 10) -> dict[str, float]:
     first = np.flatnonzero(hits)
     mrrs.append(1.0 / (first[0] + 1) if first.size else 0.0)
     ndcgs.append(discounts[hits].sum() / ideal[min(k, items.size) - 1])
-  if not recalls:
-    raise ValueError("no user has a non-empty ground truth; metrics are undefined")
-  return {
-      f"recall@{k}": float(np.mean(recalls)),
-      f"mrr@{k}": float(np.mean(mrrs)),
-      f"ndcg@{k}": float(np.mean(ndcgs)),
-  }
+  return mean_over_users(k, recalls, mrrs, ndcgs)
 
 
 def evaluate(top_k, truth, *, k: int = 10) -> dict[str, dict[str, float]]:
