@@ -331,8 +331,8 @@ def build_rqfedrec(
       after = cb.reconstruct_items(
           codebooks, state['semantic_ids'], state['collaborative_ids'], next_rate).numpy()
       info['refresh_change'] = float(np.sum((after - before) ** 2) / max(np.sum(before ** 2), 1e-12))
-      # Items sharing all L collaborative codes (and their semantic ones at lambda = 1) cannot be told
-      # apart by the model until the next refresh.
+      # At lambda = 1, items sharing all L collaborative codes have the same embedding until their
+      # ids change.
       info['distinct_collaborative_tuples'] = int(len(np.unique(state['collaborative_ids'], axis=0)))
     state['collaborative_rate'] = np.float32(rate_for(round_num + 1))
     info['collaborative_rate'] = float(state['collaborative_rate'])
