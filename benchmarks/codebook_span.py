@@ -34,20 +34,12 @@ import numpy as np
 from tff_rqfed import results_io
 from tff_rqfed.algorithms import rqfedrec
 from tff_rqfed.data import movielens, text
+from tff_rqfed.quantization import codebooks as cb
 from tff_rqfed.semantic import encoders
 
 _DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of k-means and of the random update.')
 _OUTPUT = flags.DEFINE_string('output', 'results/benchmarks/codebook_span.json', 'JSON output.')
-
-
-def assignment_matrix(codes: np.ndarray, codes_per_level: int) -> np.ndarray:
-  """{0, 1}[I, L * M]: row i has a 1 in the column of each code item i uses."""
-  items, levels = codes.shape
-  matrix = np.zeros((items, levels * codes_per_level), np.float64)
-  for level in range(levels):
-    matrix[np.arange(items), level * codes_per_level + codes[:, level]] = 1.0
-  return matrix
 
 
 def kept_share(matrix: np.ndarray, update: np.ndarray) -> float:
@@ -71,8 +63,9 @@ def main(argv):
     semantic_ids, _ = rqfedrec.semantic_codebook(
         embeddings, config=config, embedding_dim=_DIM.value, init_scale=0.01, seed=_SEED.value)
     collaborative_ids, _ = rqfedrec.quantise(table, config=config, seed=_SEED.value + 1)
-    collaborative = assignment_matrix(collaborative_ids, config.codes_per_level)
-    both = np.hstack([assignment_matrix(semantic_ids, config.codes_per_level), collaborative])
+    collaborative = cb.assignment_matrix(collaborative_ids, codes_per_level=config.codes_per_level)
+    both = np.hstack(
+        [cb.assignment_matrix(semantic_ids, codes_per_level=config.codes_per_level), collaborative])
     result[f'kmeans_dim={kmeans_dim}'] = {
         'distinct_semantic_tuples': int(len(np.unique(semantic_ids, axis=0))),
         'distinct_collaborative_tuples': int(len(np.unique(collaborative_ids, axis=0))),

@@ -120,18 +120,19 @@ def load_dataset():
   return dataset
 
 
+def _flag_or_default(flag, defaults: dict[str, float], fallback: float) -> float:
+  """The flag's value, or the algorithm's validated default when the flag is not given."""
+  if flag.value is not None:
+    return flag.value
+  return defaults.get(_ALGORITHM.value, fallback)
+
+
 def learning_rate() -> float:
-  """--learning_rate, or the algorithm's validated default when the flag is not given."""
-  if _LR.value is not None:
-    return _LR.value
-  return DEFAULT_LEARNING_RATE.get(_ALGORITHM.value, _TRAINING.learning_rate)
+  return _flag_or_default(_LR, DEFAULT_LEARNING_RATE, _TRAINING.learning_rate)
 
 
 def init_scale() -> float:
-  """--init_scale, or the algorithm's validated default when the flag is not given."""
-  if _INIT_SCALE.value is not None:
-    return _INIT_SCALE.value
-  return DEFAULT_INIT_SCALE.get(_ALGORITHM.value, 0.1)
+  return _flag_or_default(_INIT_SCALE, DEFAULT_INIT_SCALE, 0.1)
 
 
 def build_process(dataset, seed: int):

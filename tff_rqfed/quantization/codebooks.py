@@ -113,6 +113,16 @@ def fit_codebooks(params, rows, coefficients, targets, items, *, steps: int, lea
   return params, loss_before, loss_after
 
 
+def assignment_matrix(codes, *, codes_per_level: int, scale: float = 1.0) -> np.ndarray:
+  """float64[I, L * M]: row i holds `scale` in the column of each code item i uses (Eq. 6 as a matrix)."""
+  codes = np.asarray(codes)
+  num_items, levels = codes.shape
+  design = np.zeros((num_items, levels * codes_per_level), np.float64)
+  for level in range(levels):
+    design[np.arange(num_items), level * codes_per_level + codes[:, level]] = scale
+  return design
+
+
 def least_squares_codebook(codes, targets, *, codes_per_level: int, scale: float = 1.0,
                            l2: float = 1e-4) -> np.ndarray:
   """Exact least-squares code values: argmin_B ||scale * sum_l B_l[codes_l] - targets||^2.
@@ -127,10 +137,8 @@ def least_squares_codebook(codes, targets, *, codes_per_level: int, scale: float
     float32[L, M, d].
   """
   codes = np.asarray(codes)
-  num_items, levels = codes.shape
-  design = np.zeros((num_items, levels * codes_per_level), np.float64)
-  for level in range(levels):
-    design[np.arange(num_items), level * codes_per_level + codes[:, level]] = scale
+  levels = codes.shape[1]
+  design = assignment_matrix(codes, codes_per_level=codes_per_level, scale=scale)
   gram = design.T @ design + l2 * np.eye(design.shape[1])
   solution = np.linalg.solve(gram, design.T @ np.asarray(targets, np.float64))
   return solution.reshape(levels, codes_per_level, -1).astype(np.float32)

@@ -245,6 +245,22 @@ def _check_positive_int(value, name) -> int:
   return int(value)
 
 
+def _check_codes(codes, *, codes_per_level: int, rows: int | None = None,
+                 levels: int | None = None) -> np.ndarray:
+  """int32[n, L] codes in ``[0, codes_per_level)``, with n = ``rows`` and L = ``levels`` if given."""
+  arr = np.asarray(codes)
+  if (arr.ndim != 2 or (rows is not None and arr.shape[0] != rows)
+      or (levels is not None and arr.shape[1] != levels)):
+    expected = f"[n{'' if rows is None else f'={rows}'}, L{'' if levels is None else f'={levels}'}]"
+    raise ValueError(f"codes must have shape {expected}; got {arr.shape}.")
+  if arr.size and not np.issubdtype(arr.dtype, np.integer):
+    raise ValueError(f"codes must be integers; got dtype {arr.dtype}.")
+  if arr.size and (arr.min() < 0 or arr.max() >= codes_per_level):
+    bad = arr[(arr < 0) | (arr >= codes_per_level)][0]
+    raise ValueError(f"codes must lie in [0, M={codes_per_level}); found {bad}.")
+  return arr.astype(np.int32)
+
+
 def _check_centres(centres, d=None) -> np.ndarray:
   arr = np.asarray(centres)
   if arr.ndim != 3 or 0 in arr.shape:
@@ -357,16 +373,8 @@ def reconstruct(codes, centres) -> np.ndarray:
     centres: float[L, M, d] codebooks.
   """
   centres = _check_centres(centres)
-  codes = np.asarray(codes)
   num_levels, num_codes, _ = centres.shape
-  if codes.ndim != 2 or codes.shape[1] != num_levels:
-    raise ValueError(f"codes must have shape [n, L={num_levels}]; got "
-                     f"{codes.shape}.")
-  if codes.size and not np.issubdtype(codes.dtype, np.integer):
-    raise ValueError(f"codes must be integers; got dtype {codes.dtype}.")
-  if codes.size and (codes.min() < 0 or codes.max() >= num_codes):
-    bad = codes[(codes < 0) | (codes >= num_codes)][0]
-    raise ValueError(f"codes must lie in [0, M={num_codes}); found {bad}.")
+  codes = _check_codes(codes, codes_per_level=num_codes, levels=num_levels)
   out = np.zeros((codes.shape[0], centres.shape[2]), np.float32)
   for level in range(num_levels):
     out += centres[level][codes[:, level]]
@@ -385,12 +393,7 @@ def residual_centres(x, codes, *, codes_per_level: int) -> np.ndarray:
     codes: int[n, L] code IDs in ``[0, codes_per_level)``.
   """
   x = _check_points(x)
-  codes = np.asarray(codes)
-  if codes.ndim != 2 or codes.shape[0] != x.shape[0]:
-    raise ValueError(f"codes must have shape [n={x.shape[0]}, L]; got {codes.shape}.")
-  if codes.size and (codes.min() < 0 or codes.max() >= codes_per_level):
-    bad = codes[(codes < 0) | (codes >= codes_per_level)][0]
-    raise ValueError(f"codes must lie in [0, M={codes_per_level}); found {bad}.")
+  codes = _check_codes(codes, codes_per_level=codes_per_level, rows=x.shape[0])
   residual = x.astype(np.float64)
   centres = np.zeros((codes.shape[1], codes_per_level, x.shape[1]), np.float64)
   for level in range(codes.shape[1]):
@@ -417,10 +420,8 @@ def make_codes_unique(x, codes, centres) -> np.ndarray:
   """
   x = _check_points(x)
   centres = _check_centres(centres, x.shape[1])
-  codes = np.array(codes, dtype=np.int32)
-  if codes.ndim != 2 or codes.shape != (x.shape[0], centres.shape[0]):
-    raise ValueError(f"codes must have shape [n={x.shape[0]}, L={centres.shape[0]}]; got "
-                     f"{codes.shape}.")
+  codes = _check_codes(codes, codes_per_level=centres.shape[1], rows=x.shape[0],
+                       levels=centres.shape[0])  # a new array: the caller's is not modified
   last = centres.shape[0] - 1
   tuples = [tuple(row) for row in codes.tolist()]
   taken = set()
