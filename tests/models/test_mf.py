@@ -160,3 +160,79 @@ def test_train_local_only_updates_items_in_trained_items():
   assert 2 <= trained.sum() <= 4  # two positives and at most two negatives
   np.testing.assert_array_equal(params[~trained], params0[~trained])
   assert not np.array_equal(params[[3, 17]], params0[[3, 17]])
+
+
+def _numpy_train_local(users, params, rows, coef, examples, *, batch_size, lr, wd):
+  """Reference of train_local: lazy Adam over the given epochs' examples, one batch at a time."""
+  users, params = users.astype(np.float64), params.astype(np.float64)
+  um, uv = np.zeros_like(users), np.zeros_like(users)
+  pm, pv = np.zeros_like(params), np.zeros_like(params)
+  step, losses = 0, []
+  for epoch_users, epoch_items, epoch_labels in examples:
+    for start in range(0, len(epoch_items), batch_size):
+      bu = epoch_users[start:start + batch_size]
+      bi = epoch_items[start:start + batch_size]
+      by = epoch_labels[start:start + batch_size]
+      b_rows, b_coef = rows[bi], coef[bi]  # [B, R]
+      vec = np.einsum('br,brd->bd', b_coef, params[b_rows])
+      logits = np.sum(users[bu] * vec, axis=1)
+      losses.append(np.mean(np.logaddexp(0.0, logits) - by * logits))
+      dlogit = (1.0 / (1.0 + np.exp(-logits)) - by) / len(bi)
+      grad_u = dlogit[:, None] * vec
+      grad_p = (dlogit[:, None, None] * b_coef[:, :, None] * users[bu][:, None, :]).reshape(-1, users.shape[1])
+      step += 1
+      users, um, uv = _numpy_adam_rows(users, um, uv, bu, grad_u, step=step, lr=lr, wd=wd)
+      params, pm, pv = _numpy_adam_rows(params, pm, pv, b_rows.reshape(-1), grad_p, step=step, lr=lr, wd=wd)
+  return users, params, np.mean(losses)
+
+
+@pytest.mark.parametrize('parameterisation', ['id_table', 'two_rows_per_item'])
+def test_train_local_equals_a_numpy_reference_of_lazy_adam_over_the_same_examples(parameterisation):
+  rng = np.random.default_rng(11)
+  num_items, d = 30, 5
+  if parameterisation == 'id_table':
+    rows, coef = (t.numpy() for t in mf.identity_parameterisation(num_items))
+    num_params = num_items
+  else:  # like the codebooks: each item sums two shared rows with its own coefficients
+    num_params = 12
+    rows = np.stack([rng.integers(0, 6, num_items), rng.integers(6, 12, num_items)], 1).astype(np.int32)
+    coef = rng.uniform(0.2, 1.0, (num_items, 2)).astype(np.float32)
+  users0 = rng.normal(scale=0.3, size=(3, d)).astype(np.float32)
+  params0 = rng.normal(scale=0.3, size=(num_params, d)).astype(np.float32)
+  local_users = rng.integers(0, 3, 14).astype(np.int32)
+  items = rng.integers(0, num_items, 14).astype(np.int32)
+  seed = tf.constant([4, 2])
+  options = dict(batch_size=8, num_negatives=2, learning_rate=0.05, weight_decay=1e-3)
+  users, params, loss, trained = mf.train_local(
+      users0, params0, rows, coef, local_users, items, seed, epochs=2, **options)
+
+  mask = np.zeros((3, num_items), bool)
+  mask[local_users, items] = True
+  examples = [[t.numpy() for t in mf.epoch_examples(local_users, items, mask, epoch=e, seed=seed,
+                                                      num_negatives=2)] for e in range(2)]
+  want_users, want_params, want_loss = _numpy_train_local(
+      users0, params0, rows, coef, examples, batch_size=8, lr=0.05, wd=1e-3)
+  np.testing.assert_allclose(users.numpy(), want_users, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(params.numpy(), want_params, rtol=1e-4, atol=1e-5)
+  assert float(loss) == pytest.approx(want_loss, rel=1e-4)
+  np.testing.assert_array_equal(trained.numpy(), np.isin(np.arange(num_items),
+                                                          np.concatenate([e[1] for e in examples])))
+
+
+def test_train_local_never_writes_into_its_inputs_eagerly_or_in_a_tf_function():
+  rng = np.random.default_rng(12)
+  users0 = rng.normal(size=(2, 4)).astype(np.float32)
+  params0 = rng.normal(size=(20, 4)).astype(np.float32)
+  rows, coef = mf.identity_parameterisation(20)
+  local_users, items = np.array([0, 1, 1], np.int32), np.array([2, 5, 7], np.int32)
+  users_t, params_t = tf.constant(users0), tf.constant(params0)
+  run = lambda u, p: mf.train_local(u, p, rows, coef, local_users, items, tf.constant([1, 2]),
+                                    epochs=2, batch_size=4, num_negatives=1, learning_rate=0.1,
+                                    weight_decay=0.0)
+  eager = run(users_t, params_t)
+  graph = tf.function(run)(users_t, params_t)
+  np.testing.assert_array_equal(users_t.numpy(), users0)
+  np.testing.assert_array_equal(params_t.numpy(), params0)
+  for a, b in zip(eager, graph):  # Grappler may reorder float ops in the tf.function: ulp noise
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+  assert not np.array_equal(eager[1].numpy(), params0)
