@@ -1,14 +1,31 @@
-r"""Seconds per federated round of FedMF and RQFedRec on ML-100k, measured in one process.
+r"""Seconds per federated round, split into stages, with TFF's overhead against plain TensorFlow.
 
-  .venv/bin/python -m benchmarks.round_speed [--rounds=5] [--embedding_dim=512] [--clients=100]
+  .venv/bin/python -m benchmarks.round_speed [--algorithms=fedmf,rqfedrec,mf_local] \
+      [--dataset=ml-100k] [--partition=blocks] [--clients=100] [--rounds=5] \
+      [--max_concurrent_computation_calls=-1] [--intra_op_threads=0] [--inter_op_threads=0]
 
-Both algorithms run the same clients (paper protocol, blocks partition) with the same local-training
-options; the first round (tracing and worker start) is reported apart from the steady-state mean.
-Writes results/benchmarks/round_speed.json.
+For each algorithm, on the same clients (paper protocol) and local-training options, it runs `--rounds`
+TFF rounds (the first, with tracing and the worker's start, reported apart) and measures per round:
+
+* `round_s`: the TFF round (`iterative_process.next`: broadcast, client work, federated_mean, server
+  update, and the transfer of client states in and out of the worker);
+* `server_s`: server program logic between rounds (RQFedRec's collaborative-id refresh every
+  `--refresh_every` rounds, here 2 so the timed rounds include refreshes);
+* `eval_s`: scoring every user against every item and the validation metrics.
+
+Then, in this process, without TFF, it runs the *same* client function (`RecommenderProcess.client_fn`,
+which the algorithm's `tff.tensorflow.computation` is traced from) as a `tf.function` over every
+client of one round, on as many threads as the worker has cores, plus the weighted mean in NumPy:
+`plain_round_s`. `tff_overhead` = (round_s - plain_round_s) / round_s. For RQFedRec it also times the
+client stages apart: the Eq. 9 rebuild, local training (Eq. 3) and the codebook fit (Eq. 7).
+`worker_peak_gib` is the worker's peak resident memory (VmHWM); the worker is restarted for each
+algorithm. Writes JSON (`--output`) and prints a Markdown table.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -19,51 +36,196 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app
 from absl import flags
 import numpy as np
+import tensorflow as tf
 
-from tff_rqfed import execution, results_io
-from tff_rqfed.algorithms import fedmf, rqfedrec
+from tff_rqfed import execution, results_io, simulation
+from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
 from tff_rqfed.data import movielens, partition, protocols, text
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import process as process_lib
+from tff_rqfed.models import mf
 from tff_rqfed.semantic import encoders
 
-_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Rounds per algorithm.')
+ALGORITHMS = ('fedmf', 'rqfedrec', 'mf_local')
+_ALGORITHMS = flags.DEFINE_list('algorithms', list(ALGORITHMS), f'Subset of {ALGORITHMS}.')
+_DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset.')
+_PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Rounds per algorithm (the first is reported apart).')
 _DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.')
 _CLIENTS = flags.DEFINE_integer('clients', 100, 'Clients (blocks partition).')
-_OUTPUT = flags.DEFINE_string('output', 'results/benchmarks/round_speed.json', 'JSON output.')
+_REFRESH = flags.DEFINE_integer('refresh_every', 2, 'RQFedRec tau, so timed rounds include refreshes.')
+_PLAIN = flags.DEFINE_bool('plain_tf', True, 'Also time the client work in plain TensorFlow.')
+_WORKER = execution.WorkerConfig()
+_CONCURRENCY = flags.DEFINE_integer(
+    'max_concurrent_computation_calls', _WORKER.max_concurrent_computation_calls,
+    'Worker: client computations at once (-1: no limit).')
+_INTER = flags.DEFINE_integer('inter_op_threads', _WORKER.inter_op_threads,
+                              'Worker: TF inter-op threads (0: TF default).')
+_INTRA = flags.DEFINE_integer('intra_op_threads', _WORKER.intra_op_threads,
+                              'Worker: TF intra-op threads (0: TF default).')
+_OUTPUT = flags.DEFINE_string('output', None,
+                              'JSON output (default results/benchmarks/round_speed-DATASET-PARTITION.json).')
 
 
-def time_rounds(process, clients, rounds):
+def _mean_std(values):
+  return {'mean': float(np.mean(values)), 'std': float(np.std(values)), 'n': len(values)}
+
+
+def build(name, dataset, embeddings):
+  common = dict(num_items=dataset.num_items, embedding_dim=_DIM.value, training=cw.LocalTraining(),
+                init_scale=0.01, seed=0)
+  if name == 'fedmf':
+    return fedmf.build_fedmf(**common)
+  if name == 'mf_local':
+    return mf_local.build_mf_local(**common)
+  codes = 256 if dataset.name == 'ml-100k' else 512
+  config = rqfedrec.RQConfig(codes_per_level=codes, refresh_every=_REFRESH.value)
+  return rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=config, **common), config
+
+
+def worker_peak_gib() -> float | None:
+  peaks = []
+  for pid in execution.worker_pids():
+    try:
+      with open(f'/proc/{pid}/status') as f:
+        peaks += [int(line.split()[1]) for line in f if line.startswith('VmHWM:')]
+    except OSError:
+      pass
+  return max(peaks) / 2**20 if peaks else None
+
+
+def time_tff(process, clients, split):
+  """TFF rounds: round, server logic and evaluation seconds; returns (stats, state, client_states)."""
   state = process.initialize()
   client_states = process.initial_client_states(clients)
-  seconds = []
-  for round_num in range(1, rounds + 1):
+  rounds, server, evals = [], [], []
+  first_state = None
+  for round_num in range(1, _ROUNDS.value + 1):
     data = process_lib.client_data_values(clients, seed=0, round_num=round_num)
     start = time.perf_counter()
-    state, client_states, _ = process.next(state, client_states, data, round_num=round_num)
-    seconds.append(time.perf_counter() - start)
-  return {'first_round_s': seconds[0], 'steady_mean_s': float(np.mean(seconds[1:])),
-          'steady_std_s': float(np.std(seconds[1:])), 'rounds': rounds}
+    state, client_states, _ = process.iterative_process.next(state, client_states, data)
+    client_states = list(client_states)
+    rounds.append(time.perf_counter() - start)
+    if process.after_round is not None:
+      start = time.perf_counter()
+      state, _ = process.after_round(state, round_num)
+      server.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    scores = process.scores(state, client_states, clients, split.num_users)
+    simulation.evaluate_scores(scores, split, k=10, on='valid')
+    evals.append(time.perf_counter() - start)
+    if round_num == 1:
+      first_state = (state, client_states)
+  return {
+      'first_round_s': rounds[0],
+      'round_s': _mean_std(rounds[1:]),
+      'server_s': _mean_std(server[1:]) if server else None,
+      'eval_s': _mean_std(evals[1:]),
+      'worker_peak_gib': worker_peak_gib(),
+  }, first_state
+
+
+def _run_clients(fn, client_args, threads):
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    return list(pool.map(lambda args: fn(*args), client_args))
+
+
+def time_plain(process, state, client_states, clients, extra_stages):
+  """The round's client work and mean in plain TF, same client function, `cpu_count` threads."""
+  threads = os.cpu_count() or 1
+  payload = tf.nest.map_structure(tf.constant, process.server_payload(state))
+  data = [tf.nest.map_structure(tf.constant, dict(d)) for d in
+          process_lib.client_data_values(clients, seed=0, round_num=2)]
+  args = [(payload, tf.nest.map_structure(tf.constant, s), d) for s, d in zip(client_states, data)]
+  client_fn = tf.function(process.client_fn, reduce_retracing=True)
+  _run_clients(client_fn, args[:threads], threads)  # trace
+  start = time.perf_counter()
+  outputs = _run_clients(client_fn, args, threads)
+  client_s = time.perf_counter() - start
+  start = time.perf_counter()
+  weights = np.array([float(o.weight) for o in outputs])
+  if process.upload_type is not None:
+    uploads = [np.asarray(o.upload) for o in outputs]
+    _ = sum(w * u for w, u in zip(weights, uploads)) / weights.sum()
+  mean_s = time.perf_counter() - start
+  result = {'plain_client_s': client_s, 'plain_mean_s': mean_s, 'plain_round_s': client_s + mean_s}
+  for name, stage in extra_stages.items():
+    stage_fn = tf.function(stage, reduce_retracing=True)
+    _run_clients(stage_fn, args[:threads], threads)
+    start = time.perf_counter()
+    _run_clients(stage_fn, args, threads)
+    result[f'plain_{name}_s'] = time.perf_counter() - start
+  return result
+
+
+def rqfedrec_stages(config, num_items):
+  """RQFedRec's client stages as functions of (payload, users, data), for plain-TF timing."""
+  training = cw.LocalTraining()
+
+  def rebuild(payload, users, data):
+    del users, data
+    return rqfedrec.rebuild_item_table(payload)
+
+  def rebuild_and_train(payload, users, data):
+    table = rebuild(payload, users, data)
+    rows, coefficients = mf.identity_parameterisation(num_items)
+    return cw.train_on_items(users, table, rows, coefficients, data, training)
+
+  return {'rebuild': rebuild, 'rebuild_and_train': rebuild_and_train}
 
 
 def main(argv):
   del argv
-  dataset = movielens.load_movielens('ml-100k')
+  dataset = movielens.load_movielens(_DATASET.value)
   split = protocols.make_split(dataset, protocol='paper', seed=0)
-  clients = partition.build_clients(split, scheme='blocks', num_clients=_CLIENTS.value)
-  execution.set_execution_context()
-  common = dict(num_items=dataset.num_items, embedding_dim=_DIM.value, training=cw.LocalTraining())
-  embeddings = encoders.item_text_embeddings(
-      text.item_texts(dataset), dataset_name=dataset.name, cache_dir=movielens.default_cache_dir())
-  results = {'dataset': 'ml-100k', 'clients': len(clients), 'embedding_dim': _DIM.value,
-             'cpu_count': os.cpu_count()}
-  # refresh_every=2 so the timed rounds include a collaborative-id refresh (RQ-kmeans + least squares).
-  results['fedmf'] = time_rounds(fedmf.build_fedmf(**common), clients, _ROUNDS.value)
-  results['rqfedrec'] = time_rounds(
-      rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=rqfedrec.RQConfig(refresh_every=2),
-                              **common), clients, _ROUNDS.value)
-  print(json.dumps(results, indent=2))
-  results_io.write_atomic(pathlib.Path(_OUTPUT.value), json.dumps(results, indent=2) + '\n')
+  clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)
+  worker = execution.WorkerConfig(
+      max_concurrent_computation_calls=_CONCURRENCY.value, inter_op_threads=_INTER.value,
+      intra_op_threads=_INTRA.value)
+  execution.set_execution_context(worker)
+  embeddings = None
+  if 'rqfedrec' in _ALGORITHMS.value:
+    embeddings = encoders.item_text_embeddings(
+        text.item_texts(dataset), dataset_name=dataset.name, cache_dir=movielens.default_cache_dir())
+  results = collections.OrderedDict(
+      dataset=dataset.name, partition=_PARTITION.value, clients=len(clients),
+      embedding_dim=_DIM.value, cpu_count=os.cpu_count(), worker=worker.__dict__, algorithms={})
+  for name in _ALGORITHMS.value:
+    if name not in ALGORITHMS:
+      raise app.UsageError(f'--algorithms: unknown {name!r}; valid: {ALGORITHMS}')
+    execution.kill_workers()  # a fresh worker per algorithm, so its peak memory is its own
+    execution.set_execution_context(worker)
+    built = build(name, dataset, embeddings)
+    process, stages = (built[0], rqfedrec_stages(built[1], dataset.num_items)) if name == 'rqfedrec' \
+        else (built, {})
+    stats, (state, client_states) = time_tff(process, clients, split)
+    if _PLAIN.value:
+      stats.update(time_plain(process, state, client_states, clients, stages))
+      if stages:  # RQFedRec: client = Eq. 9 rebuild + local training + Eq. 7 fit
+        stats['plain_local_training_s'] = stats['plain_rebuild_and_train_s'] - stats['plain_rebuild_s']
+        stats['plain_codebook_fit_s'] = stats['plain_client_s'] - stats['plain_rebuild_and_train_s']
+      stats['tff_overhead'] = (stats['round_s']['mean'] - stats['plain_round_s']) / stats['round_s']['mean']
+    results['algorithms'][name] = stats
+    print(json.dumps({name: stats}, indent=2), flush=True)
+  output = pathlib.Path(_OUTPUT.value or
+                        f'results/benchmarks/round_speed-{dataset.name}-{_PARTITION.value}.json')
+  results_io.write_atomic(output, json.dumps(results, indent=2) + '\n')
+  print(markdown_table(results))
+
+
+def markdown_table(results) -> str:
+  header = ('| algorithm | dataset | clients | round s | server s | eval s | plain-TF round s | '
+            'TFF overhead | worker peak GiB |')
+  lines = [header, '|---' * 9 + '|']
+  for name, s in results['algorithms'].items():
+    server = f"{s['server_s']['mean']:.2f}" if s.get('server_s') else '-'
+    plain = f"{s['plain_round_s']:.2f}" if 'plain_round_s' in s else '-'
+    overhead = f"{100 * s['tff_overhead']:.0f}%" if 'tff_overhead' in s else '-'
+    peak = f"{s['worker_peak_gib']:.2f}" if s.get('worker_peak_gib') else '-'
+    lines.append(f"| {name} | {results['dataset']} ({results['partition']}) | {results['clients']} | "
+                 f"{s['round_s']['mean']:.2f} ± {s['round_s']['std']:.2f} | {server} | "
+                 f"{s['eval_s']['mean']:.2f} | {plain} | {overhead} | {peak} |")
+  return '\n'.join(lines)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ is also the `w/o C` ablation of Fig. 3.
 from __future__ import annotations
 
 import collections
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +18,18 @@ import tensorflow_federated as tff
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import process
 from tff_rqfed.models import mf
+
+
+def client_update(item_embeddings, user_embeddings, data, *, training: cw.LocalTraining):
+  """FedMF client: Eq. 3 on the broadcast table `float32[I, d]`; uploads the whole trained table."""
+  rows, coefficients = mf.identity_parameterisation(tf.shape(item_embeddings)[0])
+  users, items, loss, _ = cw.train_on_items(
+      user_embeddings, item_embeddings, rows, coefficients, data, training
+  )
+  return process.ClientOutput(
+      upload=items, weight=cw.example_weight(data), client_state=users,
+      metrics=cw.metrics(loss=loss),
+  )
 
 
 def build_fedmf(
@@ -38,16 +51,8 @@ def build_fedmf(
   def server_payload(state):
     return state['item_embeddings']
 
-  @tff.tensorflow.computation(item_type, user_type, process.client_data_type())
-  def client_work(item_embeddings, user_embeddings, data):
-    rows, coefficients = mf.identity_parameterisation(num_items)
-    users, items, loss, _ = cw.train_on_items(
-        user_embeddings, item_embeddings, rows, coefficients, data, training
-    )
-    return process.ClientOutput(
-        upload=items, weight=cw.example_weight(data), client_state=users,
-        metrics=cw.metrics(loss=loss),
-    )
+  client_fn = functools.partial(client_update, training=training)
+  client_work = process.client_computation(client_fn, item_type, user_type)
 
   @tff.tensorflow.computation(state_type, item_type)
   def server_update(state, mean_items):
@@ -77,6 +82,8 @@ def build_fedmf(
       name='fedmf',
       iterative_process=process.build_iterative_process(initial_state, round_fn),
       client_work=client_work,
+      client_fn=client_fn,
+      server_payload=server_payload,
       initial_client_states=initial_client_states,
       scores=scores,
       broadcast_type=server_payload.type_signature.result,

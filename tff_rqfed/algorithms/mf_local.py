@@ -8,6 +8,7 @@ built from the same round as FedMF with no upload and no server update.
 from __future__ import annotations
 
 import collections
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +17,21 @@ import tensorflow_federated as tff
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import process
 from tff_rqfed.models import mf
+
+
+def client_update(round_num, client_state, data, *, training: cw.LocalTraining):
+  """Local MF client: Eq. 3 on its private users and item table; uploads nothing."""
+  del round_num
+  items = client_state['item_embeddings']
+  rows, coefficients = mf.identity_parameterisation(tf.shape(items)[0])
+  users, items, loss, _ = cw.train_on_items(
+      client_state['user_embeddings'], items, rows, coefficients, data, training,
+  )
+  return process.ClientOutput(
+      upload=(), weight=cw.example_weight(data),
+      client_state=collections.OrderedDict(user_embeddings=users, item_embeddings=items),
+      metrics=cw.metrics(loss=loss),
+  )
 
 
 def build_mf_local(
@@ -37,19 +53,8 @@ def build_mf_local(
   def server_payload(state):
     return state['round_num']
 
-  @tff.tensorflow.computation(tff.TensorType(np.int32), client_state_type, process.client_data_type())
-  def client_work(round_num, client_state, data):
-    del round_num
-    rows, coefficients = mf.identity_parameterisation(num_items)
-    users, items, loss, _ = cw.train_on_items(
-        client_state['user_embeddings'], client_state['item_embeddings'], rows, coefficients, data,
-        training,
-    )
-    return process.ClientOutput(
-        upload=(), weight=cw.example_weight(data),
-        client_state=collections.OrderedDict(user_embeddings=users, item_embeddings=items),
-        metrics=cw.metrics(loss=loss),
-    )
+  client_fn = functools.partial(client_update, training=training)
+  client_work = process.client_computation(client_fn, tff.TensorType(np.int32), client_state_type)
 
   round_fn = process.build_round(
       server_state_type=state_type, client_state_type=client_state_type,
@@ -81,6 +86,8 @@ def build_mf_local(
           collections.OrderedDict(round_num=np.int32(0)), round_fn
       ),
       client_work=client_work,
+      client_fn=client_fn,
+      server_payload=server_payload,
       initial_client_states=initial_client_states,
       scores=scores,
       broadcast_type=server_payload.type_signature.result,

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 
 import numpy as np
 from sklearn import decomposition
@@ -172,6 +173,89 @@ def quantise(points, *, config: RQConfig, seed: int):
   return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
 
 
+def rebuild_item_table(payload):
+  """Eq. 9: the client's item table float32[I, d] from the broadcast codebooks, ids and lambda."""
+  return cb.reconstruct_items(payload['codebooks'], payload['semantic_ids'],
+                              payload['collaborative_ids'], payload['collaborative_rate'])
+
+
+def codebook_fit_items(trained, data, *, num_items: int, config: RQConfig):
+  """int32[m] the items I_k whose embeddings the codebooks are fitted to (Eq. 7, `codebook_items`)."""
+  if config.codebook_items == 'trained':
+    fit_mask = trained
+  else:
+    fit_mask = tf.scatter_nd(data['items'][:, None], tf.ones_like(data['items']), [num_items]) > 0
+  return tf.cast(tf.reshape(tf.where(fit_mask), [-1]), tf.int32)
+
+
+def fit_client_codebooks(payload, table, fit_items, *, config: RQConfig):
+  """Eq. 7: codebooks fitted to `table: float32[I, d]` on `fit_items`, ids frozen.
+
+  Returns:
+    (params float32[2LM, d] the flattened fitted codebooks, loss_before, loss_after).
+  """
+  if config.codebook_fit == 'blockwise':
+    fitted, loss_before, loss_after = cb.fit_codebooks_blockwise(
+        payload['codebooks'], payload['semantic_ids'], payload['collaborative_ids'],
+        payload['collaborative_rate'], table, fit_items,
+        sweeps=config.codebook_sweeps, ridge=config.codebook_ridge,
+    )
+    return cb.flatten(fitted), loss_before, loss_after
+  rows, coefficients = cb.codebook_parameterisation(
+      payload['semantic_ids'], payload['collaborative_ids'], payload['collaborative_rate'],
+      codes_per_level=config.codes_per_level,
+  )
+  return cb.fit_codebooks(
+      cb.flatten(payload['codebooks']), rows, coefficients, table, fit_items,
+      steps=config.codebook_steps, learning_rate=config.codebook_learning_rate,
+  )
+
+
+def client_update(payload, user_embeddings, data, *, num_items: int, config: RQConfig,
+                  training: cw.LocalTraining):
+  """One client's round (Alg. 1, lines 7-11): Eq. 9, 3, 11 and 7; returns a `process.ClientOutput`.
+
+  Args:
+    payload: the broadcast: codebooks float32[2, L, M, d], semantic_ids and collaborative_ids
+      int32[I, L], collaborative_rate float32.
+    user_embeddings: float32[U_k, d] the client's private users.
+    data: the client's positives and seed (`process.client_data_type`).
+  """
+  levels, codes = config.levels, config.codes_per_level
+  global_params = cb.flatten(payload['codebooks'])
+  if config.item_embedding:
+    table = rebuild_item_table(payload)  # Eq. 9
+    id_rows, id_coef = mf.identity_parameterisation(num_items)
+    users, table, loss, trained = cw.train_on_items(  # Eq. 3
+        user_embeddings, table, id_rows, id_coef, data, training)
+    if config.laplace_scale > 0:  # Eq. 11
+      table = table + privacy.laplace_noise(
+          tf.shape(table), scale=config.laplace_scale, seed=data['seed'] + 17)
+    fit_items = codebook_fit_items(trained, data, num_items=num_items, config=config)
+    params, code_loss_before, code_loss_after = fit_client_codebooks(  # Eq. 7
+        payload, table, fit_items, config=config)
+    fitted = tf.size(fit_items)
+  else:  # w/o IE: the codebooks are the item parameters of Eq. 3.
+    rows, coefficients = cb.codebook_parameterisation(
+        payload['semantic_ids'], payload['collaborative_ids'], payload['collaborative_rate'],
+        codes_per_level=codes)
+    users, params, loss, trained = cw.train_on_items(
+        user_embeddings, global_params, rows, coefficients, data, training)
+    code_loss_before = code_loss_after = tf.constant(0.0)
+    fitted = tf.reduce_sum(tf.cast(trained, tf.int32))
+  changed_codes = tf.reduce_sum(
+      tf.cast(tf.reduce_any(tf.not_equal(params, global_params), axis=1), tf.int32))
+  return process.ClientOutput(
+      upload=tf.reshape(params, [2, levels, codes, -1]),
+      weight=cw.example_weight(data),
+      client_state=users,
+      metrics=cw.metrics(
+          loss=loss, code_loss_before=code_loss_before, code_loss_after=code_loss_after,
+          changed_codes=changed_codes, fitted_items=fitted,
+      ),
+  )
+
+
 def build_rqfedrec(
     *,
     num_items: int,
@@ -211,59 +295,8 @@ def build_rqfedrec(
         collaborative_ids=state['collaborative_ids'], collaborative_rate=state['collaborative_rate'],
     )
 
-  @tff.tensorflow.computation(payload_type, user_type, process.client_data_type())
-  def client_work(payload, user_embeddings, data):
-    rows, coefficients = cb.codebook_parameterisation(
-        payload['semantic_ids'], payload['collaborative_ids'], payload['collaborative_rate'],
-        codes_per_level=codes,
-    )
-    global_params = cb.flatten(payload['codebooks'])
-    if config.item_embedding:
-      all_items = tf.range(num_items)
-      # Eq. 9: the client's item table is rebuilt from the global codebooks.
-      table = mf.item_vectors(global_params, rows, coefficients, all_items)
-      id_rows, id_coef = mf.identity_parameterisation(num_items)
-      users, table, loss, trained = cw.train_on_items(
-          user_embeddings, table, id_rows, id_coef, data, training
-      )
-      if config.laplace_scale > 0:  # Eq. 11
-        table = table + privacy.laplace_noise(
-            tf.shape(table), scale=config.laplace_scale, seed=data['seed'] + 17
-        )
-      if config.codebook_items == 'trained':
-        fit_mask = trained
-      else:
-        fit_mask = tf.scatter_nd(data['items'][:, None], tf.ones_like(data['items']), [num_items]) > 0
-      fit_items = tf.cast(tf.reshape(tf.where(fit_mask), [-1]), tf.int32)
-      if config.codebook_fit == 'blockwise':  # Eq. 7
-        fitted_codebooks, code_loss_before, code_loss_after = cb.fit_codebooks_blockwise(
-            payload['codebooks'], payload['semantic_ids'], payload['collaborative_ids'],
-            payload['collaborative_rate'], table, fit_items,
-            sweeps=config.codebook_sweeps, ridge=config.codebook_ridge,
-        )
-        params = cb.flatten(fitted_codebooks)
-      else:
-        params, code_loss_before, code_loss_after = cb.fit_codebooks(
-            global_params, rows, coefficients, table, fit_items,
-            steps=config.codebook_steps, learning_rate=config.codebook_learning_rate,
-        )
-      fitted = tf.size(fit_items)
-    else:  # w/o IE: the codebooks are the item parameters of Eq. 3.
-      users, params, loss, trained = cw.train_on_items(
-          user_embeddings, global_params, rows, coefficients, data, training
-      )
-      code_loss_before = code_loss_after = tf.constant(0.0)
-      fitted = tf.reduce_sum(tf.cast(trained, tf.int32))
-    changed_codes = tf.reduce_sum(tf.cast(tf.reduce_any(tf.not_equal(params, global_params), axis=1), tf.int32))
-    return process.ClientOutput(
-        upload=tf.reshape(params, [2, levels, codes, d]),
-        weight=cw.example_weight(data),
-        client_state=users,
-        metrics=cw.metrics(
-            loss=loss, code_loss_before=code_loss_before, code_loss_after=code_loss_after,
-            changed_codes=changed_codes, fitted_items=fitted,
-        ),
-    )
+  client_fn = functools.partial(client_update, num_items=num_items, config=config, training=training)
+  client_work = process.client_computation(client_fn, payload_type, user_type)
 
   @tff.tensorflow.computation(state_type, codebook_type)
   def server_update(state, mean_codebooks):  # Eq. 8 happened in federated_mean.
@@ -351,6 +384,8 @@ def build_rqfedrec(
       name='rqfedrec',
       iterative_process=process.build_iterative_process(initial_state, round_fn),
       client_work=client_work,
+      client_fn=client_fn,
+      server_payload=server_payload,
       initial_client_states=initial_client_states,
       scores=scores,
       broadcast_type=server_payload.type_signature.result,

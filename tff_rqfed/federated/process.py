@@ -58,6 +58,16 @@ def client_data_values(clients, *, seed: int, round_num: int) -> list[collection
   return values
 
 
+def client_computation(client_fn: Callable, payload_type, client_state_type) -> tff.Computation:
+  """`client_fn(payload, client_state, client_data) -> ClientOutput` as the clients'
+  `tff.tensorflow.computation`; the same Python function runs in plain TensorFlow too (the round-speed
+  benchmark times it without TFF)."""
+  def client_work(payload, client_state, client_data):  # TFF wants exactly these three parameters
+    return client_fn(payload, client_state, client_data)
+
+  return tff.tensorflow.computation(payload_type, client_state_type, client_data_type())(client_work)
+
+
 def build_round(
     *,
     server_state_type,
@@ -115,6 +125,9 @@ class RecommenderProcess:
     name: algorithm name.
     iterative_process: the pure-TFF `initialize`/`next` over one round.
     client_work: the clients' `tff.tensorflow.computation` (inspected for communication).
+    client_fn: the Python function `client_work` was traced from, (payload, client_state, data) ->
+      ClientOutput, for running the same client work outside TFF (benchmarks).
+    server_payload: the `tff.tensorflow.computation` state -> broadcast payload.
     initial_client_states: (clients, seed) -> list of initial private client states.
     scores: (state, client_states, clients, num_users) -> float32[U, I] scores of every user: each
       user's own embedding against the item embeddings that user's client holds (evaluation only).
@@ -125,6 +138,8 @@ class RecommenderProcess:
   name: str
   iterative_process: tff.templates.IterativeProcess
   client_work: tff.Computation
+  client_fn: Callable[..., ClientOutput]
+  server_payload: tff.Computation
   initial_client_states: Callable[..., list]
   scores: Callable[..., np.ndarray]
   broadcast_type: Any

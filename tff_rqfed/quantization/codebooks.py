@@ -55,13 +55,23 @@ def flatten(codebooks):
 
 
 def reconstruct_items(codebooks, semantic_ids, collaborative_ids, rate):
-  """Eq. 6/9: float32[I, d] = (1-lambda) sum_l B^s_l[q^s_l] + lambda sum_l B^c_l[q^c_l]."""
+  """Eq. 6/9: float32[I, d] = (1-lambda) sum_l B^s_l[q^s_l] + lambda sum_l B^c_l[q^c_l].
+
+  Each channel is a sum of L row gathers; a channel whose coefficient is 0 is not computed (it adds
+  exactly 0), which before the first refresh and after the warm-up is half the work.
+  """
   codebooks = tf.convert_to_tensor(codebooks, tf.float32)
-  rows, coefficients = codebook_parameterisation(
-      semantic_ids, collaborative_ids, rate, codes_per_level=tf.shape(codebooks)[2]
-  )
-  items = tf.range(tf.shape(rows)[0])
-  return mf.item_vectors(flatten(codebooks), rows, coefficients, items)
+  rate = tf.cast(rate, tf.float32)
+  levels = codebooks.shape[1]
+
+  def channel(c, ids):
+    ids = tf.convert_to_tensor(ids, tf.int32)
+    return tf.add_n([tf.gather(codebooks[c, l], ids[:, l]) for l in range(levels)])
+
+  semantic = lambda: (1.0 - rate) * channel(SEMANTIC, semantic_ids)
+  collaborative = lambda: rate * channel(COLLABORATIVE, collaborative_ids)
+  return tf.case([(tf.equal(rate, 0.0), semantic), (tf.equal(rate, 1.0), collaborative)],
+                 default=lambda: semantic() + collaborative(), exclusive=True)
 
 
 def codebook_loss(params, rows, coefficients, targets, items):
@@ -190,22 +200,31 @@ def fit_codebooks_blockwise(codebooks, semantic_ids, collaborative_ids, rate, ta
   def loss(residual):
     return tf.reduce_mean(tf.reduce_sum(tf.square(residual), axis=1))
 
+  def solve_block(c, l, residual, block):
+    """Block (c, l)'s exact update and the residual after it (see the docstring)."""
+    a = coefficient[c]
+    code = ids[c][:, l]
+    residual = residual + a * tf.gather(block, code)  # the residual without this block
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(code, tf.float32), code, codes)
+    numerator = a * tf.math.unsorted_segment_sum(residual, code, codes) + ridge * block
+    denominator = a * a * counts + ridge
+    solved = numerator / tf.maximum(denominator, 1e-12)[:, None]
+    use = tf.logical_and(counts > 0, denominator > 1e-12)[:, None]
+    block = tf.where(use, solved, block)
+    return residual - a * tf.gather(block, code), block
+
   loss_before = loss(residual)
   for _ in range(sweeps):
     for c in range(2):
-      a = coefficient[c]
       for l in range(levels):
-        code = ids[c][:, l]
-        residual = residual + block_term(c, l)  # the residual without this block
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(code, tf.float32), code, codes)
-        numerator = a * tf.math.unsorted_segment_sum(residual, code, codes) + ridge * blocks[c][l]
-        denominator = a * a * counts + ridge
-        solved = numerator / tf.maximum(denominator, 1e-12)[:, None]
-        # A block with coefficient 0 does not enter Eq. 7: its ridge solution is exactly the global
-        # value, which (ridge * b) / ridge only gives up to rounding, so keep it as is.
-        use = tf.logical_and(tf.logical_and(counts > 0, denominator > 1e-12),
-                             tf.not_equal(a, 0.0))[:, None]
-        blocks[c][l] = tf.where(use, solved, blocks[c][l])
-        residual = residual - block_term(c, l)
+        # A block with coefficient 0 does not enter Eq. 7: it keeps its global value exactly (its
+        # ridge solution (ridge * b) / ridge gives it only up to rounding) and the residual does not
+        # change, so it is skipped. Before the first refresh (lambda = 0) and after the warm-up
+        # (lambda = 1) that is one whole channel.
+        residual, blocks[c][l] = tf.cond(
+            tf.equal(coefficient[c], 0.0),
+            lambda c=c, l=l, r=residual: (r, blocks[c][l]),
+            lambda c=c, l=l, r=residual: solve_block(c, l, r, blocks[c][l]),
+        )
   fitted = tf.stack([tf.stack(blocks[c]) for c in range(2)])
   return fitted, loss_before, loss(residual)
