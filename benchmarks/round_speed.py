@@ -16,7 +16,8 @@ TFF rounds (the first, with tracing and the worker's start, reported apart) and 
 Then, in this process, without TFF, it runs the *same* client function (`RecommenderProcess.client_fn`,
 which the algorithm's `tff.tensorflow.computation` is traced from) as a `tf.function` over every
 client of one round, on as many threads as the worker has cores, plus the weighted mean in NumPy:
-`plain_round_s`. `tff_overhead` = (round_s - plain_round_s) / round_s. For RQFedRec it also times the
+`plain_round_s`; this process uses the worker's thread pools and, like TFF's sessions, no Grappler.
+`tff_overhead` = (round_s - plain_round_s) / round_s. For RQFedRec it also times the
 client stages apart: the Eq. 9 rebuild, local training (Eq. 3) and the codebook fit (Eq. 7).
 `worker_peak_gib` is the worker's peak resident memory (VmHWM); the worker is restarted for each
 algorithm. Writes JSON (`--output`) and prints a Markdown table.
@@ -182,6 +183,12 @@ def main(argv):
   worker = execution.WorkerConfig(
       max_concurrent_computation_calls=_CONCURRENCY.value, inter_op_threads=_INTER.value,
       intra_op_threads=_INTRA.value)
+  # This process runs TF as the worker does (its thread pools; no Grappler, as TFF's sessions are
+  # built), so the plain-TF figure is the same work under the same runtime settings. `eval_s` is
+  # therefore measured with single-threaded kernels (the launcher's evaluation uses TF's defaults).
+  tf.config.threading.set_inter_op_parallelism_threads(worker.inter_op_threads)
+  tf.config.threading.set_intra_op_parallelism_threads(worker.intra_op_threads)
+  tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True})
   execution.set_execution_context(worker)
   embeddings = None
   if 'rqfedrec' in _ALGORITHMS.value:

@@ -200,18 +200,23 @@ def fit_codebooks_blockwise(codebooks, semantic_ids, collaborative_ids, rate, ta
   def loss(residual):
     return tf.reduce_mean(tf.reduce_sum(tf.square(residual), axis=1))
 
+  def scaled(a, rows):
+    # a * rows, with the pass over float32[m, d] skipped when a is exactly 1 (the active channel
+    # before the first refresh and after the warm-up): the same values, one pass less.
+    return tf.cond(tf.equal(a, 1.0), lambda: rows, lambda: a * rows)
+
   def solve_block(c, l, residual, block):
     """Block (c, l)'s exact update and the residual after it (see the docstring)."""
     a = coefficient[c]
     code = ids[c][:, l]
-    residual = residual + a * tf.gather(block, code)  # the residual without this block
+    residual = residual + scaled(a, tf.gather(block, code))  # the residual without this block
     counts = tf.math.unsorted_segment_sum(tf.ones_like(code, tf.float32), code, codes)
     numerator = a * tf.math.unsorted_segment_sum(residual, code, codes) + ridge * block
     denominator = a * a * counts + ridge
     solved = numerator / tf.maximum(denominator, 1e-12)[:, None]
     use = tf.logical_and(counts > 0, denominator > 1e-12)[:, None]
     block = tf.where(use, solved, block)
-    return residual - a * tf.gather(block, code), block
+    return residual - scaled(a, tf.gather(block, code)), block
 
   loss_before = loss(residual)
   for _ in range(sweeps):
