@@ -36,13 +36,17 @@ _SCRIPT = textwrap.dedent('''
     execution.set_execution_context()
     first_result = int(add_one(41))
     first = execution.worker_pids()
+    with open(f'/proc/{first[0]}/environ', 'rb') as f:
+      worker_env = dict(item.decode().split('=', 1) for item in f.read().split(b'\\0') if b'=' in item)
+    worker_env = {k: v for k, v in worker_env.items() if k.startswith('TF_NUM_')}
     killed = execution.kill_workers()
     after_kill = execution.worker_pids()
     execution.set_execution_context()
     second_result = int(add_one(1))
     second = execution.worker_pids()
     print(json.dumps(dict(first_result=first_result, first=first, killed=killed,
-                          after_kill=after_kill, second_result=second_result, second=second)),
+                          after_kill=after_kill, second_result=second_result, second=second,
+                          worker_env=worker_env, cpu_count=os.cpu_count())),
           flush=True)
 ''')
 
@@ -58,6 +62,8 @@ def _alive(pid):
 @pytest.fixture(scope='module')
 def report():
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  for name in ('TF_NUM_INTEROP_THREADS', 'TF_NUM_INTRAOP_THREADS'):  # the defaults must set them
+    env.pop(name, None)
   try:
     proc = subprocess.run([sys.executable, '-c', _SCRIPT], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=240)
@@ -98,3 +104,27 @@ def test_worker_pids_of_a_parent_without_workers_is_empty():
   from tff_rqfed import execution
 
   assert execution.worker_pids(parent=2**22 + 12345) == []
+
+
+def test_worker_runs_with_the_worker_config_thread_pools(report):
+  # WorkerConfig's defaults: one inter-op thread per core, single-threaded kernels.
+  assert report['worker_env'] == {'TF_NUM_INTEROP_THREADS': str(report['cpu_count']),
+                                  'TF_NUM_INTRAOP_THREADS': '1'}
+
+
+@pytest.mark.parametrize('field, value', [('max_concurrent_computation_calls', 0),
+                                          ('max_concurrent_computation_calls', -2),
+                                          ('inter_op_threads', -1), ('intra_op_threads', -3)])
+def test_worker_config_rejects_bad_values_and_names_them(field, value):
+  from tff_rqfed import execution
+
+  with pytest.raises(ValueError, match=f'{field}.*{value}'):
+    execution.WorkerConfig(**{field: value})
+
+
+def test_worker_config_zero_threads_leaves_tensorflow_defaults_to_the_worker():
+  from tff_rqfed import execution
+
+  env = execution.WorkerConfig(inter_op_threads=0, intra_op_threads=0).worker_environment()
+  assert 'TF_NUM_INTEROP_THREADS' not in env and 'TF_NUM_INTRAOP_THREADS' not in env
+  assert env['MALLOC_MMAP_THRESHOLD_']  # the heap settings are always passed

@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
+from tff_rqfed.data import partition
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import communication
 from tff_rqfed.federated import process
@@ -125,3 +126,25 @@ def test_user_table_detector_finds_a_leaked_user_table():
   assert _has_user_table(leaked)
   assert not _has_user_table(tff.FederatedType(tff.TensorType(np.float32, [NUM_ITEMS, D]),
                                                tff.SERVER))
+
+
+@pytest.mark.parametrize('name', ['fedmf', 'rqfedrec'])
+def test_client_fn_in_plain_tensorflow_equals_the_tff_client_work(tff_context, processes, name):
+  # The round-speed benchmark times `client_fn` without TFF: it must be the same client work.
+  proc = processes[name]
+  state = proc.initialize()
+  clients = [partition.ClientData(user_ids=np.array([0, 1], np.int32),
+                                  local_users=np.array([0, 0, 1, 1, 1], np.int32),
+                                  items=np.array([1, 4, 2, 4, 7], np.int32))]
+  user_table = proc.initial_client_states(clients)[0]
+  data = process.client_data_values(clients, seed=3, round_num=1)[0]
+  payload = proc.server_payload(state)
+  in_tff = proc.client_work(payload, user_table, data)
+  plain = tf.function(proc.client_fn)(
+      tf.nest.map_structure(tf.constant, payload), tf.constant(user_table),
+      tf.nest.map_structure(tf.constant, dict(data)))
+  np.testing.assert_allclose(np.asarray(plain.upload), np.asarray(in_tff.upload), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(plain.client_state), np.asarray(in_tff.client_state),
+                             rtol=1e-5, atol=1e-6)
+  assert float(plain.weight) == float(in_tff.weight) == 5.0
+  assert not np.allclose(np.asarray(plain.client_state), user_table)  # it trained

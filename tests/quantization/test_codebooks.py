@@ -148,3 +148,34 @@ def test_least_squares_codebook_reproduces_exactly_representable_targets():
   assert solution.shape == (2, 3, 4) and solution.dtype == np.float32
   recon = scale * (solution[0][codes[:, 0]] + solution[1][codes[:, 1]])
   np.testing.assert_allclose(recon, targets, atol=1e-5)
+
+
+def _numpy_blockwise(codebooks, semantic, collaborative, rate, targets, items, *, sweeps, ridge):
+  """Reference block coordinate descent of Eq. 7 (+ ridge), one (channel, level) block at a time."""
+  books = codebooks.astype(np.float64).copy()
+  ids = [semantic[items], collaborative[items]]
+  coef = [1.0 - rate, rate]
+  reconstruction = lambda: sum(coef[c] * books[c, l][ids[c][:, l]]
+                               for c in range(2) for l in range(books.shape[1]))
+  for _ in range(sweeps):
+    for c in range(2):
+      if coef[c] == 0.0:
+        continue  # a block with coefficient 0 is not in Eq. 7 and keeps its value
+      for l in range(books.shape[1]):
+        residual = targets[items] - reconstruction() + coef[c] * books[c, l][ids[c][:, l]]
+        for j in np.unique(ids[c][:, l]):
+          use = ids[c][:, l] == j
+          books[c, l, j] = ((coef[c] * residual[use].sum(0) + ridge * books[c, l, j])
+                            / (coef[c] ** 2 * use.sum() + ridge))
+  return books
+
+
+@pytest.mark.parametrize('rate', [0.0, 0.4, 1.0])
+def test_fit_codebooks_blockwise_equals_a_numpy_block_coordinate_descent(rate):
+  codebooks, semantic, collaborative, targets = _problem(4)
+  items = np.array([0, 1, 3, 4, 6, 9, 10, 11], np.int32)
+  fitted, _, _ = cb.fit_codebooks_blockwise(
+      codebooks, semantic, collaborative, rate, targets, items, sweeps=2, ridge=0.7)
+  want = _numpy_blockwise(codebooks, semantic, collaborative, rate, targets, items, sweeps=2, ridge=0.7)
+  np.testing.assert_allclose(fitted.numpy(), want, rtol=1e-4, atol=1e-5)
+  assert not np.allclose(want, codebooks)  # the fit moved some codes
