@@ -68,7 +68,8 @@ def row_sparse_adam(
   grads = tf.math.unsorted_segment_sum(row_gradients, position, tf.size(unique_rows))
   index = unique_rows[:, None]
   old = tf.gather(table, unique_rows)
-  grads = grads + weight_decay * old
+  if weight_decay:  # adding 0 * old changes nothing: skip the two passes when there is no decay
+    grads = grads + weight_decay * old
   m_rows = beta_1 * tf.gather(m, unique_rows) + (1.0 - beta_1) * grads
   v_rows = beta_2 * tf.gather(v, unique_rows) + (1.0 - beta_2) * tf.square(grads)
   m_hat = m_rows / (1.0 - tf.pow(beta_1, step))
