@@ -57,8 +57,10 @@ def flatten(codebooks):
 def reconstruct_items(codebooks, semantic_ids, collaborative_ids, rate):
   """Eq. 6/9: float32[I, d] = (1-lambda) sum_l B^s_l[q^s_l] + lambda sum_l B^c_l[q^c_l].
 
-  Each channel is a sum of L row gathers; a channel whose coefficient is 0 is not computed (it adds
-  exactly 0), which before the first refresh and after the warm-up is half the work.
+  At lambda = 0 or 1 (before the first refresh and after the warm-up) only one channel enters, and
+  it is the sum of its L row gathers: the same values as the weighted sum over all 2L rows (the
+  other channel adds exactly 0), for half the work. In between, the weighted sum over the 2L rows
+  (`mf.item_vectors`), so the values do not depend on the branch.
   """
   codebooks = tf.convert_to_tensor(codebooks, tf.float32)
   rate = tf.cast(rate, tf.float32)
@@ -68,10 +70,14 @@ def reconstruct_items(codebooks, semantic_ids, collaborative_ids, rate):
     ids = tf.convert_to_tensor(ids, tf.int32)
     return tf.add_n([tf.gather(codebooks[c, l], ids[:, l]) for l in range(levels)])
 
-  semantic = lambda: (1.0 - rate) * channel(SEMANTIC, semantic_ids)
-  collaborative = lambda: rate * channel(COLLABORATIVE, collaborative_ids)
-  return tf.case([(tf.equal(rate, 0.0), semantic), (tf.equal(rate, 1.0), collaborative)],
-                 default=lambda: semantic() + collaborative(), exclusive=True)
+  def both_channels():
+    rows, coefficients = codebook_parameterisation(
+        semantic_ids, collaborative_ids, rate, codes_per_level=tf.shape(codebooks)[2])
+    return mf.item_vectors(flatten(codebooks), rows, coefficients, tf.range(tf.shape(rows)[0]))
+
+  return tf.case([(tf.equal(rate, 0.0), lambda: channel(SEMANTIC, semantic_ids)),
+                  (tf.equal(rate, 1.0), lambda: channel(COLLABORATIVE, collaborative_ids))],
+                 default=both_channels, exclusive=True)
 
 
 def codebook_loss(params, rows, coefficients, targets, items):
