@@ -11,7 +11,10 @@ TFF rounds (the first, with tracing and the worker's start, reported apart) and 
   update, and the transfer of client states in and out of the worker);
 * `server_s`: server program logic between rounds (RQFedRec's collaborative-id refresh every
   `--refresh_every` rounds, here 2 so the timed rounds include refreshes);
-* `eval_s`: scoring every user against every item and the validation metrics.
+* `eval_s`: scoring every user against every item and the validation metrics;
+* `state_transfer_s`: moving every client's private state into the worker and back, alone (an
+  identity `federated_map`), the part of `round_s` that grows with the state's size (mf_local keeps
+  a whole item table per client).
 
 Then, in this process, without TFF, it runs the *same* client function (`RecommenderProcess.client_fn`,
 which the algorithm's `tff.tensorflow.computation` is traced from) as a `tf.function` over every
@@ -38,6 +41,7 @@ from absl import app
 from absl import flags
 import numpy as np
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from tff_rqfed import execution, results_io, simulation
 from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
@@ -126,6 +130,27 @@ def time_tff(process, clients, split):
   }, first_state
 
 
+def time_state_transfer(process, client_states, repeats: int = 3) -> float:
+  """Seconds to move every client's private state into the worker and back (no computation)."""
+  state_type = process.round_type_signature.parameter[1].member
+
+  @tff.tensorflow.computation(state_type)
+  def identity(state):
+    return tf.nest.map_structure(tf.identity, state)
+
+  @tff.federated_computation(tff.FederatedType(state_type, tff.CLIENTS))
+  def round_trip(states):
+    return tff.federated_map(identity, states)
+
+  round_trip(client_states[:2])
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    round_trip(client_states)
+    seconds.append(time.perf_counter() - start)
+  return float(np.mean(seconds))
+
+
 def _run_clients(fn, client_args, threads):
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:
     return list(pool.map(lambda args: fn(*args), client_args))
@@ -206,6 +231,7 @@ def main(argv):
     process, stages = (built[0], rqfedrec_stages(built[1], dataset.num_items)) if name == 'rqfedrec' \
         else (built, {})
     stats, (state, client_states) = time_tff(process, clients, split)
+    stats['state_transfer_s'] = time_state_transfer(process, client_states)
     if _PLAIN.value:
       stats.update(time_plain(process, state, client_states, clients, stages))
       if stages:  # RQFedRec: client = Eq. 9 rebuild + local training + Eq. 7 fit
@@ -221,9 +247,9 @@ def main(argv):
 
 
 def markdown_table(results) -> str:
-  header = ('| algorithm | dataset | clients | round s | server s | eval s | plain-TF round s | '
-            'TFF overhead | worker peak GiB |')
-  lines = [header, '|---' * 9 + '|']
+  header = ('| algorithm | dataset | clients | round s | server s | eval s | state transfer s | '
+            'plain-TF round s | TFF overhead | worker peak GiB |')
+  lines = [header, '|---' * 10 + '|']
   for name, s in results['algorithms'].items():
     server = f"{s['server_s']['mean']:.2f}" if s.get('server_s') else '-'
     plain = f"{s['plain_round_s']:.2f}" if 'plain_round_s' in s else '-'
@@ -231,7 +257,8 @@ def markdown_table(results) -> str:
     peak = f"{s['worker_peak_gib']:.2f}" if s.get('worker_peak_gib') else '-'
     lines.append(f"| {name} | {results['dataset']} ({results['partition']}) | {results['clients']} | "
                  f"{s['round_s']['mean']:.2f} ± {s['round_s']['std']:.2f} | {server} | "
-                 f"{s['eval_s']['mean']:.2f} | {plain} | {overhead} | {peak} |")
+                 f"{s['eval_s']['mean']:.2f} | {s['state_transfer_s']:.2f} | {plain} | {overhead} | "
+                 f"{peak} |")
   return '\n'.join(lines)
 
 
