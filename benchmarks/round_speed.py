@@ -85,7 +85,7 @@ def build(name, dataset, embeddings):
     return mf_local.build_mf_local(**common)
   codes = 256 if dataset.name == 'ml-100k' else 512
   config = rqfedrec.RQConfig(codes_per_level=codes, refresh_every=_REFRESH.value)
-  return rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=config, **common), config
+  return rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=config, **common)
 
 
 def worker_peak_gib() -> float | None:
@@ -184,7 +184,7 @@ def time_plain(process, state, client_states, clients, extra_stages):
   return result
 
 
-def rqfedrec_stages(config, num_items):
+def rqfedrec_stages(num_items):
   """RQFedRec's client stages as functions of (payload, users, data), for plain-TF timing."""
   training = cw.LocalTraining()
 
@@ -227,9 +227,8 @@ def main(argv):
       raise app.UsageError(f'--algorithms: unknown {name!r}; valid: {ALGORITHMS}')
     execution.kill_workers()  # a fresh worker per algorithm, so its peak memory is its own
     execution.set_execution_context(worker)
-    built = build(name, dataset, embeddings)
-    process, stages = (built[0], rqfedrec_stages(built[1], dataset.num_items)) if name == 'rqfedrec' \
-        else (built, {})
+    process = build(name, dataset, embeddings)
+    stages = rqfedrec_stages(dataset.num_items) if name == 'rqfedrec' else {}
     stats, (state, client_states) = time_tff(process, clients, split)
     stats['state_transfer_s'] = time_state_transfer(process, client_states)
     if _PLAIN.value:
