@@ -255,3 +255,25 @@ def test_build_rejects_more_codes_than_items():
   with pytest.raises(ValueError, match='codes_per_level=64'):
     rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text_embeddings(), embedding_dim=D,
                             config=rqfedrec.RQConfig(codes_per_level=64))
+
+
+@pytest.mark.parametrize('codebook_fit', ['blockwise', 'adam'])
+def test_a_client_without_training_data_adds_weight_zero_and_no_nan(tff_context, codebook_fit):
+  # Clients without data occur with per_user partitions and subsampled clients: their Eq. 7 fit
+  # covers no item, so they must upload the global codebooks with weight 0 and finite metrics
+  # (a NaN metric at weight 0 still makes the weighted mean NaN).
+  config = rqfedrec.RQConfig(levels=L, codes_per_level=M, kmeans_iterations=5,
+                             codebook_fit=codebook_fit, codebook_steps=5)
+  process = rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text_embeddings(),
+                                    embedding_dim=D, training=TRAINING, config=config)
+  empty = ClientData(np.array([NUM_USERS], np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
+  clients = [planted_clients()[0], empty]
+  state = process.initialize()
+  payload = process.server_payload(state)
+  data = process_lib.client_data_values(clients, seed=0, round_num=1)
+  out = process.client_work(payload, process.initial_client_states([empty])[0], data[1])
+  assert float(out.weight) == 0.0
+  np.testing.assert_array_equal(np.asarray(out.upload), np.asarray(payload['codebooks']))
+  assert all(np.isfinite(float(v)) for v in out.metrics.values())
+  _, _, metrics = process.next(state, process.initial_client_states(clients), data, round_num=1)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics

@@ -80,10 +80,18 @@ def reconstruct_items(codebooks, semantic_ids, collaborative_ids, rate):
                  default=both_channels, exclusive=True)
 
 
+def mean_squared_error(residual):
+  """Eq. 7's mean over items of ||r_i||^2 for `residual: float32[m, d]`; 0 when m = 0 (a client with
+  no training data fits nothing, and its weight-0 metrics must not turn the weighted mean into NaN)."""
+  return tf.cond(tf.shape(residual)[0] > 0,
+                 lambda: tf.reduce_mean(tf.reduce_sum(tf.square(residual), axis=1)),
+                 lambda: tf.constant(0.0))
+
+
 def codebook_loss(params, rows, coefficients, targets, items):
   """Eq. 7: mean over `items: int32[m]` of ||v_i - v~_i||^2 (float32 scalar)."""
   residual = tf.gather(targets, items) - mf.item_vectors(params, rows, coefficients, items)
-  return tf.reduce_mean(tf.reduce_sum(tf.square(residual), axis=1))
+  return mean_squared_error(residual)
 
 
 def fit_codebooks(params, rows, coefficients, targets, items, *, steps: int, learning_rate: float):
@@ -106,8 +114,8 @@ def fit_codebooks(params, rows, coefficients, targets, items, *, steps: int, lea
     p = tf.gather(params_t, flat_rows)
     with tf.GradientTape() as tape:
       tape.watch(p)
-      vec = tf.einsum('br,brd->bd', item_coef, tf.reshape(p, [m, -1, d]))
-      loss = tf.reduce_mean(tf.reduce_sum(tf.square(item_targets - vec), axis=1))
+      vec = tf.einsum('br,brd->bd', item_coef, tf.reshape(p, [m, tf.shape(rows)[1], d]))
+      loss = mean_squared_error(item_targets - vec)
     return loss, tape.gradient(loss, p)
 
   loss_before, _ = loss_and_grad(params)
@@ -203,8 +211,7 @@ def fit_codebooks_blockwise(codebooks, semantic_ids, collaborative_ids, rate, ta
   # residual = targets - reconstruction, kept up to date block by block.
   residual = item_targets - tf.add_n([block_term(c, l) for c in range(2) for l in range(levels)])
 
-  def loss(residual):
-    return tf.reduce_mean(tf.reduce_sum(tf.square(residual), axis=1))
+  loss = mean_squared_error
 
   def scaled(a, rows):
     # a * rows, with the pass over float32[m, d] skipped when a is exactly 1 (the active channel
