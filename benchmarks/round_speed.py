@@ -156,6 +156,15 @@ def _run_clients(fn, client_args, threads):
     return list(pool.map(lambda args: fn(*args), client_args))
 
 
+def _time_clients(fn, client_args, threads):
+  """(outputs, seconds) of `fn` as a `tf.function` over every client, traced beforehand."""
+  fn = tf.function(fn, reduce_retracing=True)
+  _run_clients(fn, client_args[:threads], threads)  # trace
+  start = time.perf_counter()
+  outputs = _run_clients(fn, client_args, threads)
+  return outputs, time.perf_counter() - start
+
+
 def time_plain(process, state, client_states, clients, extra_stages):
   """The round's client work and mean in plain TF, same client function, `cpu_count` threads."""
   threads = os.cpu_count() or 1
@@ -163,11 +172,7 @@ def time_plain(process, state, client_states, clients, extra_stages):
   data = [tf.nest.map_structure(tf.constant, dict(d)) for d in
           process_lib.client_data_values(clients, seed=0, round_num=2)]
   args = [(payload, tf.nest.map_structure(tf.constant, s), d) for s, d in zip(client_states, data)]
-  client_fn = tf.function(process.client_fn, reduce_retracing=True)
-  _run_clients(client_fn, args[:threads], threads)  # trace
-  start = time.perf_counter()
-  outputs = _run_clients(client_fn, args, threads)
-  client_s = time.perf_counter() - start
+  outputs, client_s = _time_clients(process.client_fn, args, threads)
   start = time.perf_counter()
   weights = np.array([float(o.weight) for o in outputs])
   if process.upload_type is not None:
@@ -176,11 +181,7 @@ def time_plain(process, state, client_states, clients, extra_stages):
   mean_s = time.perf_counter() - start
   result = {'plain_client_s': client_s, 'plain_mean_s': mean_s, 'plain_round_s': client_s + mean_s}
   for name, stage in extra_stages.items():
-    stage_fn = tf.function(stage, reduce_retracing=True)
-    _run_clients(stage_fn, args[:threads], threads)
-    start = time.perf_counter()
-    _run_clients(stage_fn, args, threads)
-    result[f'plain_{name}_s'] = time.perf_counter() - start
+    _, result[f'plain_{name}_s'] = _time_clients(stage, args, threads)
   return result
 
 

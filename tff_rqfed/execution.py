@@ -97,8 +97,9 @@ class WorkerConfig:
       they reach it as TF_NUM_INTEROP_THREADS / TF_NUM_INTRAOP_THREADS in its environment.
 
   The defaults, one client computation per core, one inter-op thread per core and single-threaded
-  kernels, are the fastest setting measured (README, "Seconds per round"; FedMF on ML-100k, 2 cores:
-  1.4-1.5 s a round against 2.1 s with TFF's defaults of no limit and TF's default pools). A client's
+  kernels, are the fastest setting measured (README, "Seconds per round"; FedMF on ML-100k, 2 cores,
+  alternating pairs: 1.59 and 1.86 s a round against 2.52 and 2.35 s with TFF's defaults of no limit
+  and TF's default pools). A client's
   kernels are small (a batch of 256 x 512), so splitting each over threads costs more than it gains,
   while clients in parallel keep every core busy. Note that the inter-op pool is shared by all of the
   worker's sessions: `inter_op_threads=1` runs every client on one core.

@@ -173,6 +173,13 @@ def quantise(points, *, config: RQConfig, seed: int):
   return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
 
 
+def payload_parameterisation(payload, *, codes_per_level: int):
+  """(rows int32[I, 2L], coefficients float32[I, 2L]) of Eq. 6 from the broadcast ids and lambda."""
+  return cb.codebook_parameterisation(
+      payload['semantic_ids'], payload['collaborative_ids'], payload['collaborative_rate'],
+      codes_per_level=codes_per_level)
+
+
 def rebuild_item_table(payload):
   """Eq. 9: the client's item table float32[I, d] from the broadcast codebooks, ids and lambda."""
   return cb.reconstruct_items(payload['codebooks'], payload['semantic_ids'],
@@ -201,10 +208,7 @@ def fit_client_codebooks(payload, table, fit_items, *, config: RQConfig):
         sweeps=config.codebook_sweeps, ridge=config.codebook_ridge,
     )
     return cb.flatten(fitted), loss_before, loss_after
-  rows, coefficients = cb.codebook_parameterisation(
-      payload['semantic_ids'], payload['collaborative_ids'], payload['collaborative_rate'],
-      codes_per_level=config.codes_per_level,
-  )
+  rows, coefficients = payload_parameterisation(payload, codes_per_level=config.codes_per_level)
   return cb.fit_codebooks(
       cb.flatten(payload['codebooks']), rows, coefficients, table, fit_items,
       steps=config.codebook_steps, learning_rate=config.codebook_learning_rate,
@@ -236,9 +240,7 @@ def client_update(payload, user_embeddings, data, *, num_items: int, config: RQC
         payload, table, fit_items, config=config)
     fitted = tf.size(fit_items)
   else:  # w/o IE: the codebooks are the item parameters of Eq. 3.
-    rows, coefficients = cb.codebook_parameterisation(
-        payload['semantic_ids'], payload['collaborative_ids'], payload['collaborative_rate'],
-        codes_per_level=codes)
+    rows, coefficients = payload_parameterisation(payload, codes_per_level=codes)
     users, params, loss, trained = cw.train_on_items(
         user_embeddings, global_params, rows, coefficients, data, training)
     code_loss_before = code_loss_after = tf.constant(0.0)

@@ -57,10 +57,11 @@ def flatten(codebooks):
 def reconstruct_items(codebooks, semantic_ids, collaborative_ids, rate):
   """Eq. 6/9: float32[I, d] = (1-lambda) sum_l B^s_l[q^s_l] + lambda sum_l B^c_l[q^c_l].
 
-  At lambda = 0 or 1 (before the first refresh and after the warm-up) only one channel enters, and
-  it is the sum of its L row gathers: the same values as the weighted sum over all 2L rows (the
-  other channel adds exactly 0), for half the work. In between, the weighted sum over the 2L rows
-  (`mf.item_vectors`), so the values do not depend on the branch.
+  At lambda = 0 or 1 (before the first refresh and after the warm-up) only one channel enters: it is
+  summed from its L row gathers, half the work of the weighted sum over all 2L rows. That equals the
+  weighted sum on paper and on small tests, but at d = 512 the sum is associated differently and can
+  differ in the last bit (measured: it changes RQFedRec's refresh and run, README "Before and
+  after"). In between, the weighted sum over the 2L rows (`mf.item_vectors`).
   """
   codebooks = tf.convert_to_tensor(codebooks, tf.float32)
   rate = tf.cast(rate, tf.float32)
@@ -211,8 +212,6 @@ def fit_codebooks_blockwise(codebooks, semantic_ids, collaborative_ids, rate, ta
   # residual = targets - reconstruction, kept up to date block by block.
   residual = item_targets - tf.add_n([block_term(c, l) for c in range(2) for l in range(levels)])
 
-  loss = mean_squared_error
-
   def scaled(a, rows):
     # a * rows, with the pass over float32[m, d] skipped when a is exactly 1 (the active channel
     # before the first refresh and after the warm-up): the same values, one pass less.
@@ -231,7 +230,7 @@ def fit_codebooks_blockwise(codebooks, semantic_ids, collaborative_ids, rate, ta
     block = tf.where(use, solved, block)
     return residual - scaled(a, tf.gather(block, code)), block
 
-  loss_before = loss(residual)
+  loss_before = mean_squared_error(residual)
   for _ in range(sweeps):
     for c in range(2):
       for l in range(levels):
@@ -245,4 +244,4 @@ def fit_codebooks_blockwise(codebooks, semantic_ids, collaborative_ids, rate, ta
             lambda c=c, l=l, r=residual: solve_block(c, l, r, blocks[c][l]),
         )
   fitted = tf.stack([tf.stack(blocks[c]) for c in range(2)])
-  return fitted, loss_before, loss(residual)
+  return fitted, loss_before, mean_squared_error(residual)
