@@ -76,20 +76,77 @@ def test_row_sparse_adam_leaves_untouched_rows_and_their_moments_unchanged():
   assert not np.array_equal(new_table.numpy()[rows], table[rows])
 
 
-def test_sample_negatives_never_returns_a_positive_of_a_user_with_few_positives():
+def _draw(mask, local_users, num_negatives, seed):
+  return mf.sample_negatives(np.asarray(local_users, np.int32), mask, num_negatives=num_negatives,
+                             seed=tf.constant(seed)).numpy()
+
+
+def test_sample_negatives_never_returns_a_positive_of_sparse_or_dense_users():
+  # Users with 7%, 50% and 95% of the items as positives: a sampler that redraws a hit a few times
+  # returns positives of the dense users (0.95^5 = 77% of the time after 4 redraws).
   num_items = 40
-  mask = np.zeros((2, num_items), bool)
-  mask[0, [0, 1, 2]] = True
-  mask[1, [39]] = True
-  local_users = np.array([0, 0, 0, 1], np.int32)
-  for s in range(20):
-    negatives = mf.sample_negatives(
-        local_users, mask, num_negatives=50, seed=tf.constant([s, 3 * s + 1])
-    ).numpy()
-    users = np.repeat(local_users, 50)
-    assert negatives.shape == (200,)
-    assert negatives.min() >= 0 and negatives.max() < num_items
-    assert not mask[users, negatives].any()
+  mask = np.zeros((3, num_items), bool)
+  mask[0, [0, 1, 39]] = True
+  mask[1, ::2] = True
+  mask[2, :38] = True
+  local_users = np.array([0, 0, 1, 1, 2], np.int32)
+  users = np.repeat(local_users, 50)
+  for s in range(10):
+    negatives = _draw(mask, local_users, 50, [s, 3 * s + 1])
+    assert negatives.shape == (250,) and negatives.dtype == np.int32
+    assert not mask[users, negatives].any(), f'seed {s}: a positive was returned as a negative'
+  assert set(negatives[users == 2]) == {38, 39}
+
+
+def test_sample_negatives_is_uniform_over_the_users_non_positives():
+  # 4 non-positives among 10 items; 40,000 draws: each count within 5 binomial standard deviations
+  # of 10,000 (a sampler biased towards the first or last non-positive, or towards items after a run
+  # of positives, fails).
+  mask = np.ones((2, 10), bool)
+  mask[1, [0, 3, 4, 9]] = False
+  negatives = _draw(mask, [1], 40_000, [5, 6])
+  counts = np.bincount(negatives, minlength=10)
+  assert set(np.flatnonzero(counts)) == {0, 3, 4, 9}
+  sd = np.sqrt(40_000 * 0.25 * 0.75)
+  assert np.all(np.abs(counts[[0, 3, 4, 9]] - 10_000) < 5 * sd), counts
+
+
+def test_sample_negatives_draws_each_users_own_complement_in_a_multi_user_client():
+  rng = np.random.default_rng(0)
+  mask = rng.random((6, 30)) < rng.random((6, 1))  # users from sparse to dense
+  mask[:, 0] = False  # everyone has a non-positive
+  local_users = np.arange(6, dtype=np.int32)
+  negatives = _draw(mask, local_users, 2_000, [1, 2]).reshape(6, 2_000)
+  for user in range(6):
+    assert set(negatives[user]) == set(np.flatnonzero(~mask[user])), user
+
+
+def test_sample_negatives_refuses_a_user_with_every_item_positive():
+  mask = np.ones((2, 5), bool)
+  mask[1, 2] = False
+  with pytest.raises(tf.errors.InvalidArgumentError, match='every item as a training positive'):
+    _draw(mask, [0, 1], 3, [0, 1])
+
+
+def test_every_random_draw_of_a_client_round_has_its_own_seed(monkeypatch):
+  # Negatives and shuffle of every epoch, and RQFedRec's Laplace noise: one seed each, so no two draws
+  # share a stream (the redraws and the shuffle once used the same seed).
+  from tff_rqfed import random_streams
+  from tff_rqfed.federated import privacy
+
+  seeds = []
+  real = tf.random.stateless_uniform
+
+  def recording(shape, seed, *args, **kwargs):
+    seeds.append(tuple(np.asarray(seed).tolist()))
+    return real(shape, seed, *args, **kwargs)
+
+  monkeypatch.setattr(tf.random, 'stateless_uniform', recording)
+  _train([4, 9], epochs=3)
+  assert len(seeds) == 6
+  privacy.laplace_noise([3], scale=0.1, seed=random_streams.stream_seed(
+      tf.constant([4, 9]), random_streams.LAPLACE_NOISE))
+  assert len(seeds) == 7 and len(set(seeds)) == 7, seeds
 
 
 def _planted_problem():

@@ -55,6 +55,7 @@ from sklearn import decomposition
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_rqfed import random_streams
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import privacy
 from tff_rqfed.federated import process
@@ -234,7 +235,7 @@ def client_update(payload, user_embeddings, data, *, num_items: int, config: RQC
         user_embeddings, table, id_rows, id_coef, data, training)
     if config.laplace_scale > 0:  # Eq. 11
       table = table + privacy.laplace_noise(
-          tf.shape(table), scale=config.laplace_scale, seed=data['seed'] + 17)
+          tf.shape(table), scale=config.laplace_scale, seed=random_streams.stream_seed(data['seed'], random_streams.LAPLACE_NOISE))
     fit_items = codebook_fit_items(trained, data, num_items=num_items, config=config)
     params, code_loss_before, code_loss_after = fit_client_codebooks(  # Eq. 7
         payload, table, fit_items, config=config)
