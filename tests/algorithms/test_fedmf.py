@@ -5,39 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tff_rqfed import simulation
 from tff_rqfed.algorithms import fedmf, mf_local
-from tff_rqfed.data.partition import ClientData
-from tff_rqfed.data.protocols import Split
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import process as process_lib
 
-NUM_USERS, NUM_ITEMS, NUM_CLIENTS, D = 32, 40, 8, 8
-
-
-def planted_split(seed=0):
-  """Users 0-15 like items 0-19, users 16-31 items 20-39: 8 train, 1 valid, 2 test positives each."""
-  rng = np.random.default_rng(seed)
-  train, valid, test = [], [], []
-  for u in range(NUM_USERS):
-    group = np.arange(20) + (0 if u < NUM_USERS // 2 else 20)
-    chosen = rng.choice(group, size=11, replace=False)
-    train += [(u, i) for i in chosen[:8]]
-    valid += [(u, chosen[8])]
-    test += [(u, i) for i in chosen[9:]]
-  as_array = lambda pairs: np.asarray(pairs, np.int32)
-  return Split(as_array(train), as_array(valid), as_array(test), NUM_USERS, NUM_ITEMS)
-
-
-def clients_of(split):
-  per_client = NUM_USERS // NUM_CLIENTS
-  clients = []
-  for k in range(NUM_CLIENTS):
-    users = np.arange(k * per_client, (k + 1) * per_client, dtype=np.int32)
-    rows = np.isin(split.train[:, 0], users)
-    clients.append(ClientData(user_ids=users, local_users=(split.train[rows, 0] - users[0]).astype(np.int32),
-                              items=split.train[rows, 1].astype(np.int32)))
-  return clients
+NUM_USERS, NUM_ITEMS, NUM_CLIENTS, D = 32, 40, 8, 8  # the planted problem of conftest.py
 
 
 TRAINING = cw.LocalTraining(epochs=1, batch_size=32, num_negatives=4, learning_rate=0.05)
@@ -55,46 +27,45 @@ def run(process, clients, rounds, seed=0):
 
 
 @pytest.fixture(scope='module')
-def problem():
-  split = planted_split()
-  return split, clients_of(split)
-
-
-@pytest.fixture(scope='module')
-def fedmf_run(tff_context, problem):
-  split, clients = problem
+def fedmf_run(tff_context, planted_problem):
+  split, clients = planted_problem
   process = fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=0)
   return process, run(process, clients, rounds=15)
 
 
-def test_fedmf_lowers_training_loss_and_beats_random_ranking(problem, fedmf_run):
-  split, clients = problem
+def test_fedmf_lowers_training_loss_and_beats_popularity_and_random_ranking(
+    planted_problem, fedmf_run, assert_learned_the_communities):
+  split, clients = planted_problem
   process, (state, client_states, history) = fedmf_run
   losses = [m['loss'] for m in history]
   assert losses[0] == pytest.approx(np.log(2), abs=0.05)
   assert losses[-1] < 0.75 * losses[0]
   scores = process.scores(state, client_states, clients, NUM_USERS)
-  trained, _ = simulation.evaluate_scores(scores, split, k=10, on='test')
-  random_scores = np.random.default_rng(1).normal(size=scores.shape)
-  baseline, _ = simulation.evaluate_scores(random_scores, split, k=10, on='test')
-  # Random ranking of 31 candidates with 2 positives: recall@10 ~ 10/31; the planted structure
-  # leaves 11 in-community candidates, so a model that learned it gets ~10/11.
-  assert baseline['correct']['recall@10'] < 0.45
-  assert trained['correct']['recall@10'] > 0.7
-  assert trained['correct']['ndcg@10'] > baseline['correct']['ndcg@10'] + 0.2
+  assert_learned_the_communities(scores, split)
 
 
-def test_fedmf_item_table_is_the_server_state_and_all_clients_share_it(problem, fedmf_run):
-  _, clients = problem
+def test_fedmf_server_state_is_the_weighted_mean_of_the_tables_its_clients_trained_from_it(
+    planted_problem, fedmf_run):
+  # Every client starts from the broadcast server table and the next state is the |D_k|-weighted
+  # mean of the tables they upload (Eq. 4): computed here client by client, outside the round.
+  _, clients = planted_problem
   process, (state, client_states, _) = fedmf_run
-  items = np.asarray(state['item_embeddings'])
-  assert items.shape == (NUM_ITEMS, D)
-  assert int(state['round_num']) == 15
-  assert [np.asarray(s).shape for s in client_states] == [(4, D)] * NUM_CLIENTS
+  data = process_lib.client_data_values(clients, seed=0, round_num=16)
+  payload = process.server_payload(state)
+  np.testing.assert_array_equal(np.asarray(payload), np.asarray(state['item_embeddings']))
+  outputs = [process.client_work(payload, c, x) for c, x in zip(client_states, data)]
+  weights = np.array([float(o.weight) for o in outputs])
+  np.testing.assert_array_equal(weights, [len(c.items) for c in clients])
+  expected = np.average(np.stack([np.asarray(o.upload) for o in outputs]), axis=0, weights=weights)
+  next_state, next_client_states, _ = process.next(state, client_states, data, round_num=16)
+  np.testing.assert_allclose(np.asarray(next_state['item_embeddings']), expected, rtol=1e-5, atol=1e-7)
+  assert int(next_state['round_num']) == int(state['round_num']) + 1 == 16
+  for output, client_state in zip(outputs, next_client_states):
+    np.testing.assert_allclose(np.asarray(client_state), np.asarray(output.client_state), rtol=1e-6)
 
 
-def test_fedmf_same_seed_gives_identical_metrics(tff_context, problem):
-  _, clients = problem
+def test_fedmf_same_seed_gives_identical_metrics(tff_context, planted_problem):
+  _, clients = planted_problem
   results = []
   for _ in range(2):
     process = fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=3)
@@ -107,8 +78,8 @@ def test_fedmf_same_seed_gives_identical_metrics(tff_context, problem):
   assert history != results[0][1]
 
 
-def test_mf_local_runs_and_each_client_keeps_its_own_item_table(tff_context, problem):
-  _, clients = problem
+def test_mf_local_runs_and_each_client_keeps_its_own_item_table(tff_context, planted_problem):
+  _, clients = planted_problem
   process = mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING)
   state, client_states, history = run(process, clients, rounds=2)
   assert int(state['round_num']) == 0  # nothing is aggregated or updated on the server

@@ -42,22 +42,22 @@ def text_embeddings(seed=0):
   return (means[np.arange(NUM_ITEMS) // 20] + 0.3 * rng.normal(size=(NUM_ITEMS, 16))).astype(np.float32)
 
 
-def build(**overrides):
+def build(seed=0, **overrides):
   text = overrides.pop('text', text_embeddings())
   options = dict(levels=L, codes_per_level=M, refresh_every=2, warmup_rounds=4, kmeans_iterations=10)
   options.update(overrides)
   return rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text, embedding_dim=D,
-                                 training=TRAINING, config=rqfedrec.RQConfig(**options), seed=0)
+                                 training=TRAINING, config=rqfedrec.RQConfig(**options), seed=seed)
 
 
-def run(process, rounds, clients):
+def run(process, rounds, clients, seed=0):
   """Returns the server states (index 0 = initial) and the metrics of rounds 1..rounds."""
   state = process.initialize()
   states = [collections.OrderedDict((k, np.asarray(v)) for k, v in dict(state).items())]
   client_states = process.initial_client_states(clients)
   history = []
   for t in range(1, rounds + 1):
-    data = process_lib.client_data_values(clients, seed=0, round_num=t)
+    data = process_lib.client_data_values(clients, seed=seed, round_num=t)
     state, client_states, metrics = process.next(state, client_states, data, round_num=t)
     states.append(collections.OrderedDict((k, np.asarray(v)) for k, v in dict(state).items()))
     history.append(metrics)
@@ -277,3 +277,152 @@ def test_a_client_without_training_data_adds_weight_zero_and_no_nan(tff_context,
   assert all(np.isfinite(float(v)) for v in out.metrics.values())
   _, _, metrics = process.next(state, process.initial_client_states(clients), data, round_num=1)
   assert all(np.isfinite(v) for v in metrics.values()), metrics
+
+
+# --- What a run learns and computes (issue 12) ---------------------------------------------------
+
+
+def numpy_items(codebooks, semantic_ids, collaborative_ids, rate):
+  """Eq. 9 written out: (1 - lambda) sum_l C_s[l, s_il] + lambda sum_l C_c[l, c_il], float32[I, d]."""
+  codebooks = np.asarray(codebooks, np.float64)
+  semantic = sum(codebooks[0, level, semantic_ids[:, level]] for level in range(semantic_ids.shape[1]))
+  collaborative = sum(codebooks[1, level, collaborative_ids[:, level]]
+                      for level in range(collaborative_ids.shape[1]))
+  return (1.0 - rate) * semantic + rate * collaborative
+
+
+def random_payload(state, *, rate, seed=7):
+  rng = np.random.default_rng(seed)
+  return collections.OrderedDict(
+      codebooks=rng.normal(size=(2, L, M, D)).astype(np.float32),
+      semantic_ids=np.asarray(state['semantic_ids']),
+      collaborative_ids=rng.integers(0, M, size=(NUM_ITEMS, L)).astype(np.int32),
+      collaborative_rate=np.float32(rate),
+  )
+
+
+def test_rqfedrec_ranks_test_items_better_than_popularity_and_random(
+    tff_context, planted_problem, assert_learned_the_communities):
+  split, split_clients = planted_problem
+  process = build()
+  states, history = run(process, 8, split_clients)
+  assert history[-1]['loss'] < 0.8 * history[0]['loss']
+  state = states[-1]
+  client_states = run_client_states(process, 8, split_clients)
+  assert_learned_the_communities(process.scores(state, client_states, split_clients, NUM_USERS), split)
+
+
+def run_client_states(process, rounds, clients):
+  """The private user tables after `rounds` rounds of `run` (the same seeds, so the same run)."""
+  state, client_states = process.initialize(), process.initial_client_states(clients)
+  for t in range(1, rounds + 1):
+    data = process_lib.client_data_values(clients, seed=0, round_num=t)
+    state, client_states, _ = process.next(state, client_states, data, round_num=t)
+  return client_states
+
+
+def test_same_seed_gives_identical_codebooks_ids_and_metrics_and_another_seed_does_not(
+    tff_context, clients, main_run):
+  states, history = main_run
+  again_states, again_history = run(build(), 6, clients)
+  assert again_history == history
+  for before, after in zip(states, again_states):
+    for key in before:
+      np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+  other_states, other_history = run(build(seed=1), 4, clients, seed=1)
+  assert other_history != history[:4]
+  assert not np.array_equal(other_states[4]['codebooks'], states[4]['codebooks'])
+  assert not np.array_equal(other_states[2]['collaborative_ids'], states[2]['collaborative_ids'])
+
+
+def test_laplace_noise_of_eq11_reaches_the_upload_at_the_stated_scale(tff_context, clients):
+  # One semantic code per item (L = 1, M = I, distinct codes), lambda = 0 and an unregularised fit:
+  # each fitted item's code becomes its trained embedding, so the upload minus the noiseless upload is
+  # the Laplace noise itself on the items the client fitted, and 0 on the others.
+  delta = 0.05
+  options = dict(levels=1, codes_per_level=NUM_ITEMS, unique_codes=True, codebook_ridge=0.0,
+                 codebook_sweeps=1, kmeans_iterations=5)
+  uploads, fitted = {}, {}
+  for scale in (0.0, delta):
+    process = build(**options, laplace_scale=scale)
+    state = process.initialize()
+    assert len(np.unique(np.asarray(state['semantic_ids'])[:, 0])) == NUM_ITEMS
+    data = process_lib.client_data_values(clients[:1], seed=0, round_num=1)[0]
+    out = process.client_work(process.server_payload(state), process.initial_client_states(clients[:1])[0],
+                              data)
+    uploads[scale] = np.asarray(out.upload)[cb.SEMANTIC, 0]  # [M, d]
+    fitted[scale] = int(out.metrics['fitted_items'])
+  assert fitted[0.0] == fitted[delta] > 20
+  noise = uploads[delta] - uploads[0.0]
+  moved = np.any(noise != 0.0, axis=1)
+  assert moved.sum() == fitted[delta]
+  assert np.mean(np.abs(noise[moved])) == pytest.approx(delta, rel=0.2)
+  assert np.mean(noise[moved] > 0) == pytest.approx(0.5, abs=0.1)
+
+
+def test_laplace_noise_run_is_deterministic_and_differs_from_the_noiseless_run(
+    tff_context, clients, main_run):
+  noisy = [run(build(laplace_scale=0.05), 3, clients) for _ in range(2)]
+  assert noisy[0][1] == noisy[1][1]
+  np.testing.assert_array_equal(noisy[0][0][3]['codebooks'], noisy[1][0][3]['codebooks'])
+  assert not np.array_equal(noisy[0][0][1]['codebooks'], main_run[0][1]['codebooks'])
+
+
+def test_warmup_from_zero_follows_the_literal_eq10_schedule_after_the_first_refresh(tff_context, clients):
+  # Paper's Eq. 10: lambda_t = min(1, t / T_warm); held at 0 until the first refresh (round 2) gives
+  # collaborative ids: lambda_3 = 3/4, then 1.
+  states, history = run(build(warmup_from='zero'), 4, clients)
+  assert [m['collaborative_rate'] for m in history] == pytest.approx([0.0, 0.75, 1.0, 1.0])
+  assert all(np.isfinite(m['loss']) and np.isfinite(m['code_loss_after']) for m in history)
+  assert ids_changed(states) == [2, 4]
+  assert not np.array_equal(states[3]['codebooks'][cb.COLLABORATIVE], states[2]['codebooks'][cb.COLLABORATIVE])
+
+
+@pytest.mark.parametrize('rate', [0.0, 0.3, 1.0])
+def test_client_item_table_is_the_eq9_reconstruction_of_the_broadcast(tff_context, rate):
+  payload = random_payload(build().initialize(), rate=rate)
+  table = rqfedrec.rebuild_item_table(payload).numpy()
+  expected = numpy_items(payload['codebooks'], payload['semantic_ids'], payload['collaborative_ids'], rate)
+  np.testing.assert_allclose(table, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_refresh_clusters_the_l2_normalised_item_embeddings(tff_context):
+  # Items whose reconstructed embeddings differ in norm several-fold: the refresh's ids are RQ-kmeans
+  # of their directions (Sec. 4.3.2), which k-means of the raw embeddings does not reproduce.
+  process = build()
+  state = collections.OrderedDict(process.initialize())
+  rng = np.random.default_rng(3)
+  codebooks = np.zeros((2, L, M, D), np.float32)
+  codebooks[cb.SEMANTIC] = rng.normal(size=(L, M, D)) * rng.uniform(0.1, 10.0, size=(L, M, 1))
+  state['codebooks'] = codebooks
+  state['collaborative_rate'] = np.float32(0.0)
+  items = numpy_items(codebooks, np.asarray(state['semantic_ids']), np.asarray(state['collaborative_ids']),
+                      0.0).astype(np.float32)
+  norms = np.linalg.norm(items, axis=1, keepdims=True)
+  assert norms.max() / norms.min() > 3
+  refreshed, info = process.after_round(state, 2)
+  config = rqfedrec.RQConfig(levels=L, codes_per_level=M, kmeans_iterations=10)
+  expected, _ = rqfedrec.quantise(items / norms, config=config, seed=0 + 2)
+  raw, _ = rqfedrec.quantise(items, config=config, seed=0 + 2)
+  np.testing.assert_array_equal(refreshed['collaborative_ids'], expected)
+  assert not np.array_equal(expected, raw)
+  assert 'refresh_change' in info
+
+
+def test_scores_are_user_embeddings_times_reconstructed_item_vectors(tff_context):
+  process = build()
+  payload = random_payload(process.initialize(), rate=0.4, seed=11)
+  state = collections.OrderedDict(payload, round_num=np.int32(3))
+  # Two clients whose users are not contiguous: each score row must belong to the right user.
+  clients = [ClientData(np.array([5, 1], np.int32), np.zeros(1, np.int32), np.zeros(1, np.int32)),
+             ClientData(np.array([0, 7, 3], np.int32), np.zeros(1, np.int32), np.zeros(1, np.int32))]
+  rng = np.random.default_rng(2)
+  client_states = [rng.normal(size=(2, D)).astype(np.float32), rng.normal(size=(3, D)).astype(np.float32)]
+  scores = process.scores(state, client_states, clients, 9)
+  users = np.zeros((9, D))
+  users[[5, 1]], users[[0, 7, 3]] = client_states
+  expected = users @ numpy_items(payload['codebooks'], payload['semantic_ids'],
+                                 payload['collaborative_ids'], 0.4).T
+  assert scores.shape == (9, NUM_ITEMS)
+  np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(scores[[2, 4, 6, 8]], 0.0)  # users in no client
