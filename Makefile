@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_STAMP := data/.fetched
+DATA_1M_STAMP := data/.fetched-ml-1m
 RESULTS ?= results/main
 SEED ?= 0
 ROUNDS ?= 300
@@ -27,6 +28,11 @@ $(DATA_STAMP): $(STAMP)
 	$(PY) -m tff_rqfed.data.movielens ml-100k
 	touch $(DATA_STAMP)
 
+# ML-1M only for the tests (tests/data/test_movielens.py reads it); `make run` needs ML-100k only.
+$(DATA_1M_STAMP): $(STAMP)
+	$(PY) -m tff_rqfed.data.movielens ml-1m
+	touch $(DATA_1M_STAMP)
+
 data: $(DATA_STAMP)
 
 # RQFedRec against FedMF and MostPop on ML-100k (paper protocol, 100 clients, d=512), then the table;
@@ -37,7 +43,8 @@ run: $(DATA_STAMP)
 	$(PY) -m launchers.simulate --algorithm=rqfedrec --seed=$(SEED) --rounds=$(ROUNDS) --output_dir=$(RESULTS)/rqfedrec
 	$(PY) -m launchers.report $(RESULTS)
 
-test: $(DATA_STAMP)
+# Every dataset a test reads is fetched before pytest starts: the tests never download.
+test: $(DATA_STAMP) $(DATA_1M_STAMP)
 	$(PY) -m pytest -q tests
 
 benchmark: $(DATA_STAMP)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -51,12 +52,25 @@ _SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _alive(pid):
+def _worker_alive(pid):
+  """True while `pid` is a running (not zombie) TFF worker; a reused PID is not the worker."""
   try:
     with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+      running = f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      return running and b'worker_binary' in f.read()
   except OSError:
     return False
+
+
+def _workers_left(pids, timeout):
+  """Waits up to `timeout` s for every worker in `pids` to exit; returns those still running."""
+  deadline = time.monotonic() + timeout
+  while True:
+    left = [pid for pid in pids if _worker_alive(pid)]
+    if not left or time.monotonic() > deadline:
+      return left
+    time.sleep(0.05)
 
 
 @pytest.fixture(scope='module')
@@ -78,7 +92,7 @@ def test_kill_workers_stops_the_worker_that_ran_a_computation(report):
   assert len(report['first']) >= 1
   assert report['killed'] == len(report['first'])
   assert report['after_kill'] == []
-  assert not any(_alive(pid) for pid in report['first'])
+  assert not any(_worker_alive(pid) for pid in report['first'])
 
 
 def test_process_exit_without_kill_workers_stops_the_worker_and_releases_pipes(report):
@@ -86,24 +100,55 @@ def test_process_exit_without_kill_workers_stops_the_worker_and_releases_pipes(r
   assert report['second_result'] == 2
   assert len(report['second']) >= 1
   assert set(report['second']).isdisjoint(report['first'])
-  deadline = time.monotonic() + 10
-  while any(_alive(pid) for pid in report['second']) and time.monotonic() < deadline:
-    time.sleep(0.2)
-  leftover = [pid for pid in report['second'] if _alive(pid)]
+  # The atexit hook kills and reaps the worker before the subprocess exits, so it is gone by now;
+  # the short deadline only covers the kernel tearing it down.
+  leftover = _workers_left(report['second'], timeout=5)
   for pid in leftover:  # do not leave a stray worker on the machine if the test fails
     try:
-      with open(f'/proc/{pid}/cmdline', 'rb') as f:
-        if b'worker_binary' in f.read():
-          os.kill(pid, 9)
+      os.kill(pid, 9)
     except OSError:
       pass
-  assert leftover == []
+  assert leftover == [], f'TFF workers {leftover} outlived their parent (no atexit kill_workers?)'
 
 
-def test_worker_pids_of_a_parent_without_workers_is_empty():
+# A live parent with two children: one whose command line names the worker binary (a stand-in for
+# the TFF worker; the name is assembled so that the parent's own command line does not contain it)
+# and one that does not. Both exit when the parent's stdin closes.
+_FAMILY = textwrap.dedent('''
+    import json, subprocess, sys
+    child = [sys.executable, '-c', 'import sys; sys.stdin.read()']
+    fake_worker = subprocess.Popen(child + ['worker' + '_binary'], stdin=subprocess.PIPE)
+    other = subprocess.Popen(child + ['not_a_worker'], stdin=subprocess.PIPE)
+    print(json.dumps(dict(fake_worker=fake_worker.pid, other=other.pid)), flush=True)
+    sys.stdin.read()
+    for proc in (fake_worker, other):
+      proc.stdin.close()
+      proc.wait()
+''')
+
+
+def test_worker_pids_finds_only_the_worker_children_of_the_given_parent():
   from tff_rqfed import execution
 
-  assert execution.worker_pids(parent=2**22 + 12345) == []
+  parent = subprocess.Popen([sys.executable, '-c', _FAMILY], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    ready, _, _ = select.select([parent.stdout], [], [], 60)
+    assert ready, 'the parent process did not report its children within 60 s'
+    line = parent.stdout.readline()
+    assert line, 'the parent process exited before starting its children'
+    children = json.loads(line)
+    assert execution.worker_pids(parent=parent.pid) == [children['fake_worker']]
+    # A live process without worker children, and this process (the workers are grandchildren).
+    assert execution.worker_pids(parent=children['other']) == []
+    assert children['fake_worker'] not in execution.worker_pids()
+  finally:
+    parent.stdin.close()
+    try:
+      parent.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+      parent.kill()
+      parent.wait()
 
 
 def test_worker_runs_with_the_worker_config_thread_pools(report):

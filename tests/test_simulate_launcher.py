@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -56,7 +58,7 @@ def runs(tmp_path_factory):
   for name, command in commands.items():
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     results[name] = {'returncode': proc.returncode, 'stdout': proc.stdout, 'stderr': proc.stderr,
-                     'dir': root / name}
+                     'dir': root / name, 'interactions_file': interactions_file}
   return results
 
 
@@ -65,14 +67,47 @@ def _ok(result):
   return json.loads((result['dir'] / 'summary.json').read_text())
 
 
+def _split_and_dataset(interactions_file):
+  """The launcher's per_user split of the synthetic file at seed 0, rebuilt here."""
+  from tff_rqfed.data import interactions, protocols
+
+  dataset = interactions.load_interactions(interactions_file, name='synthetic')
+  return protocols.make_split(dataset, protocol='per_user', seed=0), dataset
+
+
+def _topk_as_indices(topk, dataset):
+  """topk.csv (original ids) as dense (user indices, int[U, 10] item indices)."""
+  user_index = {int(u): i for i, u in enumerate(dataset.user_ids)}
+  item_index = {int(v): i for i, v in enumerate(dataset.item_ids)}
+  users = np.array([user_index[u] for u in topk['user_id']])
+  items = np.vectorize(item_index.get)(topk[[f'item_{r}' for r in range(1, 11)]].to_numpy())
+  return users, items
+
+
 def test_fedmf_run_writes_summary_with_both_metric_sets_and_communication(runs):
+  from tff_rqfed.evaluation import ranking
+
   summary = _ok(runs['fedmf'])
-  for key in ('test', 'test_paper'):
-    assert set(METRICS) <= set(summary[key])
-    assert all(0.0 <= summary[key][m] <= 1.0 for m in METRICS)
-  assert summary['rounds_run'] == 4
-  assert 1 <= summary['best_round'] <= 4
-  assert summary['seconds_per_round'] > 0
+  out = runs['fedmf']['dir']
+  # Both metric sets are those of the written top-10 against the test split: textbook metrics
+  # under 'test', the authors' metric code under 'test_paper'.
+  split, dataset = _split_and_dataset(runs['fedmf']['interactions_file'])
+  users, items = _topk_as_indices(pd.read_csv(out / 'topk.csv'), dataset)
+  top_k = np.zeros((split.num_users, 10), np.int64)
+  top_k[users] = items
+  truth = ranking.truth_lists(split.test, num_users=split.num_users)
+  expected = ranking.evaluate(top_k, truth, k=10)
+  assert summary['test'] == pytest.approx(expected['correct'], rel=1e-12)
+  assert summary['test_paper'] == pytest.approx(expected['paper'], rel=1e-12)
+  assert summary['test'] != summary['test_paper']
+  # The best round is the first round of highest validation NDCG@10, and its state is evaluated.
+  rounds = pd.read_csv(out / 'rounds.csv')
+  assert summary['rounds_run'] == len(rounds) == 4
+  best = int(rounds['round'][rounds['valid_ndcg@10'].idxmax()])
+  assert summary['best_round'] == best
+  assert summary['valid']['ndcg@10'] == pytest.approx(rounds['valid_ndcg@10'].max(), rel=1e-12)
+  assert summary['seconds_per_round'] == pytest.approx(rounds['seconds'].mean(), rel=1e-9)
+  # FedMF moves the whole item table both ways: float32[40, 8].
   assert summary['communication']['upload'] == NUM_ITEMS * 8
   assert summary['communication']['download'] == NUM_ITEMS * 8
   assert summary['algorithm'] == 'fedmf' and summary['num_clients'] == 3
@@ -95,8 +130,13 @@ def test_fedmf_run_writes_rounds_flags_and_topk_files(runs):
   assert len(topk) == NUM_USERS  # per_user protocol: every user has test items
   assert sorted(topk['user_id']) == list(range(1, NUM_USERS + 1))
   items = topk[[f'item_{r}' for r in range(1, 11)]].to_numpy()
-  assert items.min() >= 101 and items.max() <= 140
+  assert items.min() >= 101 and items.max() <= 140  # original ids, not dense indices
   assert all(len(set(row)) == 10 for row in items)
+  # Each user's training and validation items are masked out of its test ranking.
+  split, dataset = _split_and_dataset(runs['fedmf']['interactions_file'])
+  users, ranked = _topk_as_indices(topk, dataset)
+  seen = {(u, i) for u, i in np.concatenate([split.train, split.valid]).tolist()}
+  assert not any((u, i) in seen for u, row in zip(users, ranked.tolist()) for i in row)
 
 
 def test_same_seed_gives_identical_test_metrics(runs):
@@ -129,10 +169,31 @@ def test_rqfedrec_collaborative_only_run_completes(runs):
   assert rounds['refresh_change'].notna().tolist() == [False, True, False, True]
 
 
-def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path):
-  import signal
-  import time
+def _wait_for(condition, *, timeout, poll=0.2):
+  """Polls `condition()` until it is true or `timeout` seconds pass; returns its last value."""
+  deadline = time.monotonic() + timeout
+  while not (value := condition()) and time.monotonic() < deadline:
+    time.sleep(poll)
+  return value
 
+
+def _worker_running(pid):
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      running = f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      return running and b'worker_binary' in f.read()
+  except OSError:
+    return False
+
+
+def _running_after(pids, *, timeout):
+  """The TFF workers among `pids` still running after waiting up to `timeout` s for them to exit."""
+  _wait_for(lambda: not any(_worker_running(pid) for pid in pids), timeout=timeout, poll=0.05)
+  return [pid for pid in pids if _worker_running(pid)]
+
+
+def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path):
   from tff_rqfed import execution
 
   interactions_file = tmp_path / 'synthetic.tsv'
@@ -140,21 +201,59 @@ def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path):
   output_dir = tmp_path / 'terminated'
   command = _command(output_dir, interactions_file, '--algorithm=fedmf', '--rounds=100000',
                      '--patience=100000')
-  proc = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  rounds_file = output_dir / 'rounds.csv'
+  workers = []
+  with open(tmp_path / 'stderr.txt', 'w') as stderr:
+    proc = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                            stdout=subprocess.DEVNULL, stderr=stderr)
   try:
-    rounds_file = output_dir / 'rounds.csv'
-    deadline = time.time() + 240
-    while time.time() < deadline and (
-        not rounds_file.exists() or len(rounds_file.read_text().splitlines()) < 3):
-      time.sleep(0.5)
+    def two_rounds_written():
+      if proc.poll() is not None:
+        pytest.fail(f'the launcher exited with {proc.returncode} before round 2:\n'
+                    + (tmp_path / 'stderr.txt').read_text()[-3000:])
+      return rounds_file.exists() and len(rounds_file.read_text().splitlines()) >= 3
+
+    assert _wait_for(two_rounds_written, timeout=240), 'rounds.csv did not reach 2 rounds in 240 s'
     workers = execution.worker_pids(parent=proc.pid)
     assert workers, 'the launcher should have started a TFF worker'
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
   finally:
     proc.kill()
+    proc.wait()
+    # The worker is killed and reaped before the launcher exits; the deadline only covers teardown.
+    left = _running_after(workers, timeout=5)
+    for pid in left:  # do not leave a stray worker on the machine if the test fails
+      os.kill(pid, signal.SIGKILL)
+  assert left == [], f'TFF workers {left} outlived the terminated launcher'
   summary = json.loads((output_dir / 'summary.json').read_text())
   assert summary['interrupted'] is True and summary['rounds_run'] >= 2
-  time.sleep(1)
-  assert not any(os.path.exists(f'/proc/{pid}') for pid in workers)
+
+
+# MostPop on ML-100k under the paper protocol (test = the first 20,000 rows of u.data, the u1 test
+# set): README's 'mostpop' row, to 4 decimals.
+MOSTPOP_ML100K = {
+    'test': {'recall@10': 0.0975, 'mrr@10': 0.5449, 'ndcg@10': 0.3254},
+    'test_paper': {'recall@10': 0.0975, 'mrr@10': 0.4739, 'ndcg@10': 0.5690},
+}
+
+
+def test_mostpop_on_ml100k_gives_the_readme_numbers(tmp_path):
+  from tff_rqfed.data import movielens
+
+  cache_dir = movielens.default_cache_dir()
+  if not movielens._is_cached('ml-100k', movielens._paths('ml-100k', cache_dir)):
+    pytest.fail(f'ml-100k is not in {cache_dir}; tests never download it: run `make data` first')
+  output_dir = tmp_path / 'mostpop'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launchers.simulate', '--algorithm=mostpop', '--dataset=ml-100k',
+       f'--output_dir={output_dir}'],
+      cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((output_dir / 'summary.json').read_text())
+  for block, metrics in MOSTPOP_ML100K.items():
+    assert {m: round(summary[block][m], 4) for m in metrics} == metrics, block
+  assert summary['algorithm'] == 'mostpop' and summary['rounds_run'] == 0
+  assert summary['communication'] == {'upload': 0, 'download': 0}
+  assert sorted(p.name for p in output_dir.iterdir()) == ['flags.json', 'summary.json']

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tff_rqfed import simulation
@@ -72,15 +73,24 @@ def test_results_files_are_written_with_one_row_per_round(tmp_path):
   summary = _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=3, patience=10, save_topk=True)
   on_disk = json.loads((tmp_path / 'summary.json').read_text())
   assert on_disk['test'] == summary['test'] and on_disk['communication'] == {'upload': 3, 'download': 5}
-  assert len((tmp_path / 'rounds.csv').read_text().strip().splitlines()) == 1 + 3
-  assert len((tmp_path / 'topk.csv').read_text().strip().splitlines()) == 1 + 2
+  rounds = pd.read_csv(tmp_path / 'rounds.csv')
+  assert rounds['round'].tolist() == [1, 2, 3]
+  assert rounds['loss'].tolist() == pytest.approx([1.0, 1 / 2, 1 / 3])  # the process's metrics
+  assert rounds['valid_ndcg@3'].tolist() == pytest.approx([1.0, 0.0, 0.0])
+  # Each test user's top-3 with its train (0) and validation (5) items masked: 1, 2, 3.
+  topk = pd.read_csv(tmp_path / 'topk.csv')
+  assert topk.values.tolist() == [[0, 1, 2, 3], [1, 1, 2, 3]]
+  assert list(topk.columns) == ['user_id', 'item_1', 'item_2', 'item_3']
 
 
 def test_interrupt_still_evaluates_and_writes_the_best_state(tmp_path):
   summary = _run(tmp_path, ScriptedProcess(good_rounds={2}, interrupt_at=4), rounds=50, patience=10)
   assert summary['interrupted'] is True
   assert summary['best_round'] == 2 and summary['rounds_run'] == 3
-  assert (tmp_path / 'summary.json').exists()
+  # Evaluated with round 2's state (validation item first), not the last state (round 3).
+  assert summary['valid']['ndcg@3'] == pytest.approx(1.0)
+  assert json.loads((tmp_path / 'summary.json').read_text()) == summary
+  assert len(pd.read_csv(tmp_path / 'rounds.csv')) == 3
 
 
 def test_config_rejects_bad_values_quoting_them():

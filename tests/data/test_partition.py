@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from tff_rqfed.data.movielens import load_movielens
 from tff_rqfed.data.partition import SCHEMES, build_clients, partition_users
 from tff_rqfed.data.protocols import Split, split_paper
 
@@ -64,8 +63,8 @@ def test_per_user_client_without_training_data_has_zero_examples():
 
 
 @pytest.fixture(scope='module')
-def ml100k_split():
-  return split_paper(load_movielens('ml-100k'), seed=0)
+def ml100k_split(cached_movielens):
+  return split_paper(cached_movielens('ml-100k'), seed=0)
 
 
 def test_ml100k_blocks_clients_cover_all_training_interactions(ml100k_split):

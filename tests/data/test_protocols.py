@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from tff_rqfed.data.interactions import Dataset
-from tff_rqfed.data.movielens import load_movielens
 from tff_rqfed.data.protocols import (PROTOCOLS, make_split, split_paper,
                                       split_per_user)
 
@@ -36,8 +35,8 @@ def assert_partition_of_dataset(split, ds):
 
 
 @pytest.fixture(scope='module')
-def ml100k():
-  return load_movielens('ml-100k')
+def ml100k(cached_movielens):
+  return cached_movielens('ml-100k')
 
 
 def test_paper_protocol_on_ml100k_gives_72000_train_8000_valid_20000_test(ml100k):

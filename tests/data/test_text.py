@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 
 from tff_rqfed.data.interactions import Dataset
-from tff_rqfed.data.movielens import load_movielens
 from tff_rqfed.data.text import item_texts
 
 
@@ -52,8 +51,8 @@ def test_dataset_without_item_features_falls_back_to_item_ids():
   assert item_texts(dataset(None, item_ids=['10', '20'])) == ['10', '20']
 
 
-def test_ml100k_item_texts_one_per_item():
-  ds = load_movielens('ml-100k')
+def test_ml100k_item_texts_one_per_item(cached_movielens):
+  ds = cached_movielens('ml-100k')
   texts = item_texts(ds)
   assert len(texts) == ds.num_items == 1682
   assert texts[0] == "Toy Story (1995). Genres: Animation, Children's, Comedy."

@@ -100,7 +100,8 @@ def test_stale_cache_of_wrong_shape_is_recomputed(tmp_path, fake_use):
   np.save(path, np.zeros((5, 3), np.float32))
   out = encoders.item_text_embeddings(texts, dataset_name="toy", cache_dir=tmp_path)
   assert out.shape == (2, 512) and fake_use == ["use"]
-  assert np.load(path).shape == (2, 512)
+  np.testing.assert_allclose(out[:, :3], [[0.8, 0.6, 0.0], [0.8, 0.0, 0.6]], rtol=1e-6)
+  np.testing.assert_array_equal(np.load(path), out)  # the stale file is overwritten
 
 
 def test_unknown_encoder_error_quotes_name(tmp_path):
