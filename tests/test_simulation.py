@@ -98,3 +98,40 @@ def test_config_rejects_bad_values_quoting_them():
     simulation.SimulationConfig(patience=0)
   with pytest.raises(ValueError, match='min_rounds.*-1'):
     simulation.SimulationConfig(min_rounds=-1)
+
+
+class FixedScores(ScriptedProcess):
+  """Scores that make masking visible (2 users, 6 items; item 0 is both users' train item).
+
+  User 0: validation item 5 (score 200) above test item 1 (100). User 1: test item 2 (200) above
+  validation item 4 (100). The train item scores 300 for both.
+  """
+
+  def __init__(self):
+    super().__init__(good_rounds=())
+
+  def scores(self, state, client_states, clients, num_users):
+    scores = np.tile(np.array([300, 3, 2, 1, 0, 0], np.float32), (num_users, 1))
+    scores[0, [5, 1]] = 200, 100
+    scores[1, [2, 4]] = 200, 100
+    return scores
+
+
+def test_test_ranking_masks_train_and_validation_items_and_validation_masks_train_only(tmp_path):
+  # Test: with train and validation masked, each user's test item is first (MRR 1). Leaving user 0's
+  # validation item unmasked puts it first and the test item second (MRR 0.75 overall).
+  # Validation: only train is masked, so user 1's test item stays above its validation item
+  # (MRR 0.5 for user 1, 0.75 overall); masking test items there too would give 1.
+  split = Split(train=np.array([[0, 0], [1, 0]], np.int32), valid=np.array([[0, 5], [1, 4]], np.int32),
+                test=np.array([[0, 1], [1, 2]], np.int32), num_users=2, num_items=6)
+  summary = simulation.run_simulation(
+      FixedScores(), split=split, clients=[_Client()], output_dir=tmp_path,
+      config=simulation.SimulationConfig(progress=False, k=3, rounds=2, save_topk=True))
+  assert summary['test']['mrr@3'] == 1.0 and summary['test']['recall@3'] == 1.0
+  assert summary['valid']['mrr@3'] == pytest.approx(0.75)
+  rounds = (tmp_path / 'rounds.csv').read_text().splitlines()
+  header = rounds[0].split(',')
+  assert float(rounds[1].split(',')[header.index('valid_mrr@3')]) == pytest.approx(0.75)
+  # The saved top-3 lists are the test ranking: no train or validation item in them.
+  topk = (tmp_path / 'topk.csv').read_text().splitlines()[1:]
+  assert topk == ['0,1,2,3', '1,2,1,3']
