@@ -168,7 +168,7 @@ def _time_clients(fn, client_args, threads):
 def time_plain(process, state, client_states, clients, extra_stages):
   """The round's client work and mean in plain TF, same client function, `cpu_count` threads."""
   threads = os.cpu_count() or 1
-  payload = tf.nest.map_structure(tf.constant, process.server_payload(state))
+  payload = tf.nest.map_structure(tf.constant, process.payload(state))
   data = [tf.nest.map_structure(tf.constant, dict(d)) for d in
           process_lib.client_data_values(clients, seed=0, round_num=2)]
   args = [(payload, tf.nest.map_structure(tf.constant, s), d) for s, d in zip(client_states, data)]

@@ -25,22 +25,22 @@ import numpy as np
 from tff_rqfed import execution
 from tff_rqfed import results_io
 from tff_rqfed import simulation
-from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
+from tff_rqfed.algorithms import fedmf, fedncf, mf_local, rqfedrec
 from tff_rqfed.data import interactions, movielens, partition, protocols, text
 from tff_rqfed.evaluation import popularity
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.semantic import encoders
 
-ALGORITHMS = ('rqfedrec', 'fedmf', 'mf_local', 'mostpop')
+ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'mf_local', 'mostpop')
 # Flag defaults come from the option classes, so the launcher and the library cannot drift apart.
 _TRAINING = cw.LocalTraining()
 _RQ = rqfedrec.RQConfig()
 # Learning rate and initialisation scale chosen together on the validation NDCG@10 of ML-100k (paper
 # protocol, 100 clients, d=512, seed 0): learning rates from the paper's grid {0.01, 0.001, 0.0001},
 # scales from {0.1, 0.035, 0.01, 0.003}. README "Choosing the defaults" has the numbers; mf_local was
-# only tried at scale 0.1.
-DEFAULT_LEARNING_RATE = {'fedmf': 0.01, 'mf_local': 0.01, 'rqfedrec': 0.01}
-DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'mf_local': 0.1, 'rqfedrec': 0.01}
+# only tried at scale 0.1. fedncf has not been through the grid yet: it starts from FedMF's values.
+DEFAULT_LEARNING_RATE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.01, 'rqfedrec': 0.01}
+DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'rqfedrec': 0.01}
 
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'rqfedrec', ALGORITHMS, 'Which method to run.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m', 'file'], 'Dataset.')
@@ -102,6 +102,9 @@ _KMEANS_DIM = flags.DEFINE_integer('kmeans_dim', _RQ.kmeans_dim,
                                    'RQ-kmeans on the top-k principal components (0: all d dimensions).')
 _UNIQUE_CODES = flags.DEFINE_bool('unique_codes', _RQ.unique_codes,
                                    'No two items share a whole L-code tuple (per channel).')
+# FedNCF (NeuMF tower).
+_NCF_HIDDEN = flags.DEFINE_list('ncf_hidden_units', [str(u) for u in fedncf.DEFAULT_HIDDEN_UNITS],
+                                'FedNCF: widths of the MLP tower layers.')
 _ENCODER = flags.DEFINE_enum('encoder', 'use', list(encoders.ENCODERS), 'Text encoder (Sec. 4.3.1).')
 
 
@@ -135,6 +138,13 @@ def init_scale() -> float:
   return _flag_or_default(_INIT_SCALE, DEFAULT_INIT_SCALE, 0.1)
 
 
+def _ncf_hidden_units() -> tuple[int, ...]:
+  try:
+    return tuple(int(units) for units in _NCF_HIDDEN.value)
+  except ValueError:
+    raise app.UsageError(f'--ncf_hidden_units must be integers, got {_NCF_HIDDEN.value!r}') from None
+
+
 def build_process(dataset, seed: int):
   training = cw.LocalTraining(
       epochs=_EPOCHS.value, batch_size=_BATCH.value, num_negatives=_NEGATIVES.value,
@@ -146,6 +156,8 @@ def build_process(dataset, seed: int):
     return fedmf.build_fedmf(**common)
   if _ALGORITHM.value == 'mf_local':
     return mf_local.build_mf_local(**common)
+  if _ALGORITHM.value == 'fedncf':
+    return fedncf.build_fedncf(hidden_units=_ncf_hidden_units(), **common)
   codes = _CODES.value or (256 if dataset.name == 'ml-100k' else 512)
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,

@@ -51,7 +51,7 @@ def test_fedmf_server_state_is_the_weighted_mean_of_the_tables_its_clients_train
   _, clients = planted_problem
   process, (state, client_states, _) = fedmf_run
   data = process_lib.client_data_values(clients, seed=0, round_num=16)
-  payload = process.server_payload(state)
+  payload = process.payload(state)
   np.testing.assert_array_equal(np.asarray(payload), np.asarray(state['item_embeddings']))
   outputs = [process.client_work(payload, c, x) for c, x in zip(client_states, data)]
   weights = np.array([float(o.weight) for o in outputs])

@@ -275,7 +275,7 @@ def test_a_client_without_training_data_adds_weight_zero_and_no_nan(tff_context,
   empty = ClientData(np.array([NUM_USERS], np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
   clients = [planted_clients()[0], empty]
   state = process.initialize()
-  payload = process.server_payload(state)
+  payload = process.payload(state)
   data = process_lib.client_data_values(clients, seed=0, round_num=1)
   out = process.client_work(payload, process.initial_client_states([empty])[0], data[1])
   assert float(out.weight) == 0.0
@@ -354,7 +354,7 @@ def test_laplace_noise_of_eq11_reaches_the_upload_at_the_stated_scale(tff_contex
     state = process.initialize()
     assert len(np.unique(np.asarray(state['semantic_ids'])[:, 0])) == NUM_ITEMS
     data = process_lib.client_data_values(clients[:1], seed=0, round_num=1)[0]
-    out = process.client_work(process.server_payload(state), process.initial_client_states(clients[:1])[0],
+    out = process.client_work(process.payload(state), process.initial_client_states(clients[:1])[0],
                               data)
     uploads[scale] = np.asarray(out.upload)[cb.SEMANTIC, 0]  # [M, d]
     fitted[scale] = int(out.metrics['fitted_items'])

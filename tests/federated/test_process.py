@@ -9,26 +9,28 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
+from tff_rqfed.algorithms import fedmf, fedncf, mf_local, rqfedrec
 from tff_rqfed.data import partition
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import communication
 from tff_rqfed.federated import process
+from tff_rqfed.models import ncf
 
 D = 8
 NUM_ITEMS = 40
 
 
-def _trivial_round():
-  """A round whose clients upload [mean item, 2 * mean item, |D_k|] weighted by |D_k|."""
-  server_type = tff.TensorType(np.float32, [3])
+def _trivial_round(aggregator=None):
+  """A round whose clients upload [mean item, 2 * mean item, |D_k|] with weight |D_k|."""
+  value_type = tff.TensorType(np.float32, [3])
+  server_type = tff.StructType([('value', value_type)])
   client_type = tff.TensorType(np.float32, [None, 2])
 
   @tff.tensorflow.computation(server_type)
   def server_payload(state):
-    return state
+    return state['value']
 
-  @tff.tensorflow.computation(server_type, client_type, process.client_data_type())
+  @tff.tensorflow.computation(value_type, client_type, process.client_data_type())
   def client_work(payload, client_state, data):
     mean_item = tf.reduce_mean(tf.cast(data['items'], tf.float32))
     size = tf.cast(tf.size(data['items']), tf.float32)
@@ -38,36 +40,77 @@ def _trivial_round():
         metrics=cw.metrics(mean_item=mean_item),
     )
 
-  @tff.tensorflow.computation(server_type, server_type)
+  @tff.tensorflow.computation(server_type, value_type)
   def server_update(state, aggregate):
     del state
-    return aggregate
+    return collections.OrderedDict(value=aggregate)
 
-  return process.build_round(
-      server_state_type=server_type, client_state_type=client_type,
-      server_payload=server_payload, client_work=client_work, server_update=server_update,
-  )
+  return process.build_round_process(
+      initial_state=collections.OrderedDict(value=np.zeros(3, np.float32)),
+      server_state_type=server_type, client_state_type=client_type, server_payload=server_payload,
+      client_work=client_work, server_update=server_update, aggregator=aggregator)
+
+
+ITEMS_PER_CLIENT = [np.array([1, 3], np.int32), np.array([10, 20, 30, 40, 50], np.int32),
+                    np.arange(100, 110, dtype=np.int32)]
+MEANS, SIZES = np.array([2.0, 30.0, 104.5]), np.array([2.0, 5.0, 10.0])
+UPLOADS = np.stack([MEANS, 2 * MEANS, SIZES], axis=1)
+
+
+def _trivial_run(aggregator=None, rounds=1):
+  iterative_process = _trivial_round(aggregator)
+  data = [collections.OrderedDict(local_users=np.zeros(len(x), np.int32), items=x,
+                                  seed=np.array([0, k], np.int32))
+          for k, x in enumerate(ITEMS_PER_CLIENT)]
+  states = [np.full((k + 1, 2), float(k), np.float32) for k in range(3)]
+  server_state = iterative_process.initialize()
+  for _ in range(rounds):
+    server_state, states, metrics = iterative_process.next(server_state, states, data)
+  return server_state, states, metrics
 
 
 def test_codebook_mean_is_weighted_by_client_data_size(tff_context):
-  round_fn = _trivial_round()
-  items_per_client = [np.array([1, 3], np.int32), np.array([10, 20, 30, 40, 50], np.int32),
-                      np.arange(100, 110, dtype=np.int32)]
-  data = [collections.OrderedDict(local_users=np.zeros(len(x), np.int32), items=x,
-                                  seed=np.array([0, k], np.int32))
-          for k, x in enumerate(items_per_client)]
-  states = [np.full((k + 1, 2), float(k), np.float32) for k in range(3)]
-  server_state, client_states, metrics = round_fn(np.zeros(3, np.float32), states, data)
-
-  means = np.array([2.0, 30.0, 104.5])
-  sizes = np.array([2.0, 5.0, 10.0])
-  want = np.average(np.stack([means, 2 * means, sizes], axis=1), axis=0, weights=sizes)
-  np.testing.assert_allclose(np.asarray(server_state), want, rtol=1e-6)
+  server_state, client_states, metrics = _trivial_run()
+  want = np.average(UPLOADS, axis=0, weights=SIZES)
+  np.testing.assert_allclose(np.asarray(server_state['value']), want, rtol=1e-6)
   # (2*2 + 5*30 + 10*104.5) / 17, not the plain mean of the clients (45.5).
-  assert np.asarray(server_state)[0] == pytest.approx(1199.0 / 17.0, rel=1e-6)
+  assert np.asarray(server_state['value'])[0] == pytest.approx(1199.0 / 17.0, rel=1e-6)
   assert float(metrics['mean_item']) == pytest.approx(want[0], rel=1e-6)
   for k, state in enumerate(client_states):
     np.testing.assert_array_equal(np.asarray(state), np.full((k + 1, 2), k + 1.0, np.float32))
+
+
+def test_an_unweighted_tff_aggregator_gives_the_plain_mean_of_the_uploads(tff_context):
+  server_state, _, metrics = _trivial_run(tff.aggregators.UnweightedMeanFactory())
+  np.testing.assert_allclose(np.asarray(server_state['value']), UPLOADS.mean(axis=0), rtol=1e-6)
+  assert np.asarray(server_state['value'])[0] == pytest.approx(45.5, rel=1e-6)
+  # Metrics stay weighted by |D_k| whatever aggregates the uploads.
+  assert float(metrics['mean_item']) == pytest.approx(1199.0 / 17.0, rel=1e-6)
+
+
+def test_a_stateful_tff_aggregator_keeps_its_state_in_the_server_state_across_rounds(tff_context):
+  # TFF's DP aggregator (Gaussian, clip 1): uploads are clipped to L2 norm 1 and summed over the 3
+  # clients of the round; noise 0 makes the result exact. Its DP query state rides in the server state.
+  dp = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+      noise_multiplier=0.0, clients_per_round=3, clip=1.0)
+  server_state, _, _ = _trivial_run(dp, rounds=2)
+  clipped = UPLOADS / np.linalg.norm(UPLOADS, axis=1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(server_state['value']), clipped.mean(axis=0), rtol=1e-5)
+  aggregator_state = server_state[process.AGGREGATOR_STATE]
+  assert tf.nest.flatten(aggregator_state), 'the DP aggregator state was dropped'
+  signature = _trivial_round(dp).next.type_signature
+  assert signature.parameter[0].member[process.AGGREGATOR_STATE] == signature.result[0].member[
+      process.AGGREGATOR_STATE]
+
+
+def test_build_round_process_rejects_a_non_aggregator_and_an_aggregator_without_upload():
+  with pytest.raises(TypeError, match='tff.aggregators aggregation factory.*mean'):
+    _trivial_round('mean')
+  with pytest.raises(ValueError, match='nothing is uploaded'):
+    process.build_round_process(
+        initial_state={}, server_state_type=tff.StructType([]), client_state_type=None,
+        server_payload=None, client_work=None, server_update=None,
+        aggregator=tff.aggregators.MeanFactory())
 
 
 def test_client_data_values_give_each_client_and_round_its_own_seed():
@@ -119,6 +162,11 @@ L, M = 2, 4
 SERVER_ALLOW_LIST = {
     'fedmf': _state_and_metrics(
         {'item_embeddings': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss']),
+    'fedncf': _state_and_metrics(
+        {'shared/items': f'float32[{NUM_ITEMS},{2 * D}]',
+         **{f'shared/dense/{k}': f'float32[{",".join(map(str, shape))}]'
+            for k, shape in enumerate(ncf.dense_shapes(D, fedncf.DEFAULT_HIDDEN_UNITS))},
+         'round_num': 'int32'}, ['loss']),
     'mf_local': _state_and_metrics({'round_num': 'int32'}, ['loss']),
     'rqfedrec': _state_and_metrics(
         {'codebooks': f'float32[2,{L},{M},{D}]', 'semantic_ids': f'int32[{NUM_ITEMS},{L}]',
@@ -133,6 +181,7 @@ def _processes():
   config = rqfedrec.RQConfig(levels=L, codes_per_level=M, kmeans_iterations=5)
   return {
       'fedmf': fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D),
+      'fedncf': fedncf.build_fedncf(num_items=NUM_ITEMS, embedding_dim=D),
       'mf_local': mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D),
       'rqfedrec': rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text,
                                           embedding_dim=D, config=config),
@@ -153,9 +202,8 @@ def test_server_placed_values_are_exactly_the_allow_listed_shared_state_and_metr
   params, result = signature.parameter, signature.result
   assert [p.placement for p in params] == [tff.SERVER, tff.CLIENTS, tff.CLIENTS]
   assert [r.placement for r in result] == [tff.SERVER, tff.CLIENTS, tff.SERVER]
-  user_table = f'float32[?,{D}]'
-  client_state = _leaves(result[1].member, '')
-  assert params[1] == result[1] and user_table in client_state.values()
+  client_state = _leaves(result[1].member, '')  # a user table: one row per user of the client
+  assert params[1] == result[1] and any(t.startswith('float32[?,') for t in client_state.values())
 
 
 def test_allow_list_check_catches_a_user_table_or_a_personal_item_table_at_server():
@@ -182,7 +230,7 @@ def test_client_fn_in_plain_tensorflow_equals_the_tff_client_work(tff_context, p
                                   items=np.array([1, 4, 2, 4, 7], np.int32))]
   user_table = proc.initial_client_states(clients)[0]
   data = process.client_data_values(clients, seed=3, round_num=1)[0]
-  payload = proc.server_payload(state)
+  payload = proc.payload(state)
   in_tff = proc.client_work(payload, user_table, data)
   plain = tf.function(proc.client_fn)(
       tf.nest.map_structure(tf.constant, payload), tf.constant(user_table),

@@ -58,10 +58,6 @@ def build_fedmf(
   def server_update(state, mean_items):
     return collections.OrderedDict(item_embeddings=mean_items, round_num=state['round_num'] + 1)
 
-  round_fn = process.build_round(
-      server_state_type=state_type, client_state_type=user_type, server_payload=server_payload,
-      client_work=client_work, server_update=server_update,
-  )
   initial_state = collections.OrderedDict(
       item_embeddings=cw.initial_item_embeddings(
           num_items, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
@@ -80,7 +76,9 @@ def build_fedmf(
 
   return process.RecommenderProcess(
       name='fedmf',
-      iterative_process=process.build_iterative_process(initial_state, round_fn),
+      iterative_process=process.build_round_process(
+          initial_state=initial_state, server_state_type=state_type, client_state_type=user_type,
+          server_payload=server_payload, client_work=client_work, server_update=server_update),
       client_work=client_work,
       client_fn=client_fn,
       server_payload=server_payload,

@@ -56,10 +56,6 @@ def build_mf_local(
   client_fn = functools.partial(client_update, training=training)
   client_work = process.client_computation(client_fn, tff.TensorType(np.int32), client_state_type)
 
-  round_fn = process.build_round(
-      server_state_type=state_type, client_state_type=client_state_type,
-      server_payload=server_payload, client_work=client_work, server_update=None,
-  )
   initial_items = cw.initial_item_embeddings(
       num_items, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
   )
@@ -82,9 +78,10 @@ def build_mf_local(
 
   return process.RecommenderProcess(
       name='mf_local',
-      iterative_process=process.build_iterative_process(
-          collections.OrderedDict(round_num=np.int32(0)), round_fn
-      ),
+      iterative_process=process.build_round_process(
+          initial_state=collections.OrderedDict(round_num=np.int32(0)), server_state_type=state_type,
+          client_state_type=client_state_type, server_payload=server_payload,
+          client_work=client_work, server_update=None),
       client_work=client_work,
       client_fn=client_fn,
       server_payload=server_payload,

@@ -308,11 +308,6 @@ def build_rqfedrec(
     new_state['round_num'] = state['round_num'] + 1
     return new_state
 
-  round_fn = process.build_round(
-      server_state_type=state_type, client_state_type=user_type, server_payload=server_payload,
-      client_work=client_work, server_update=server_update,
-  )
-
   # Initial server state (Alg. 1 lines 1-2).
   codebooks0 = np.zeros((2, levels, codes, d), np.float32)
   collaborative_ids0 = np.zeros((num_items, levels), np.int32)
@@ -385,7 +380,9 @@ def build_rqfedrec(
 
   return process.RecommenderProcess(
       name='rqfedrec',
-      iterative_process=process.build_iterative_process(initial_state, round_fn),
+      iterative_process=process.build_round_process(
+          initial_state=initial_state, server_state_type=state_type, client_state_type=user_type,
+          server_payload=server_payload, client_work=client_work, server_update=server_update),
       client_work=client_work,
       client_fn=client_fn,
       server_payload=server_payload,

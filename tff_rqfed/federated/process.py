@@ -4,9 +4,12 @@ Every algorithm in tff-rqfed (mf_local, FedMF, RQFedRec) is the same TFF round
 
     payload      = federated_broadcast(federated_map(server_payload, state))        SERVER -> CLIENTS
     out          = federated_map(client_work, (payload, client_states, client_data))    on CLIENTS
-    aggregate    = federated_mean(out.upload, weight=out.weight)                        CLIENTS -> SERVER
+    aggregate    = aggregator.next(out.upload, out.weight)                              CLIENTS -> SERVER
     state        = federated_map(server_update, (state, aggregate))                      on SERVER
     return state, out.client_state, federated_mean(out.metrics, weight=out.weight)
+
+where `aggregator` is a `tff.aggregators` factory: by default `MeanFactory`, the mean weighted by |D_k|
+(Eq. 8), so TFF's DP, compression and secure aggregators plug in as TFF users expect.
 
 with clients that are *stateful*: `client_states` (the private user embeddings) enter as a CLIENTS-placed
 value and leave as one; nothing derived from them is placed at SERVER except what `client_work` puts in
@@ -68,24 +71,88 @@ def client_computation(client_fn: Callable, payload_type, client_state_type) -> 
   return tff.tensorflow.computation(payload_type, client_state_type, client_data_type())(client_work)
 
 
-def build_round(
+AGGREGATOR_STATE = 'aggregator'
+
+
+def aggregation_process(aggregator, upload_type) -> tuple[tff.templates.AggregationProcess, bool]:
+  """(the `AggregationProcess` of `aggregator` for `upload_type`, whether it takes client weights).
+
+  `aggregator` is any `tff.aggregators` factory: weighted ones (`MeanFactory`, the default; DP,
+  compression and secure aggregation compose into it) get each client's `weight`, unweighted ones
+  (`UnweightedMeanFactory`, `SumFactory`, ...) the uploads alone.
+  """
+  if isinstance(aggregator, tff.aggregators.WeightedAggregationFactory):
+    return aggregator.create(upload_type, tff.TensorType(np.float32)), True
+  if isinstance(aggregator, tff.aggregators.UnweightedAggregationFactory):
+    return aggregator.create(upload_type), False
+  raise TypeError(f'aggregator must be a tff.aggregators aggregation factory, got {aggregator!r}')
+
+
+def build_round_process(
     *,
+    initial_state,
     server_state_type,
     client_state_type,
     server_payload: tff.Computation,
     client_work: tff.Computation,
     server_update: tff.Computation | None,
-) -> tff.Computation:
-  """The federated round (see module docstring) as a `tff.federated_computation`.
+    aggregator=None,
+) -> tff.templates.IterativeProcess:
+  """The federated round (see module docstring) as a `tff.templates.IterativeProcess`.
+
+  The process's server state is the algorithm's state (`server_state_type`, a named struct, starting
+  at `initial_state`, a structure of NumPy arrays) plus the aggregator's state under
+  `AGGREGATOR_STATE` (empty for a plain mean; a DP aggregator keeps its noise state there). The
+  algorithm's computations see their own state only.
 
   Args:
-    server_state_type: TFF type of the server state (unplaced).
+    server_state_type: TFF type of the algorithm's server state (unplaced, named fields).
     client_state_type: TFF type of one client's private state (unplaced).
-    server_payload: state -> what is broadcast.
+    server_payload: algorithm state -> what is broadcast.
     client_work: (payload, client_state, client_data) -> ClientOutput-like struct.
-    server_update: (state, mean upload) -> state; None when nothing is uploaded (mf_local).
+    server_update: (algorithm state, aggregated upload) -> algorithm state; None when nothing is
+      uploaded (mf_local), and then there is no aggregator.
+    aggregator: a `tff.aggregators` factory for the uploads; default `tff.aggregators.MeanFactory()`,
+      the mean weighted by each client's `weight` (|D_k|, Eq. 8).
   """
+  names = [name for name, _ in tff.structure.iter_elements(server_state_type)]
+  if server_update is None:
+    if aggregator is not None:
+      raise ValueError('aggregator is set but server_update is None: nothing is uploaded to aggregate')
+    return _build_process(initial_state, _round_without_upload(
+        server_state_type, client_state_type, server_payload, client_work), None)
+  if AGGREGATOR_STATE in names:
+    raise ValueError(f'the server state may not have a field named {AGGREGATOR_STATE!r}: {names}')
+  upload_type = client_work.type_signature.result.upload
+  aggregation, weighted = aggregation_process(
+      tff.aggregators.MeanFactory() if aggregator is None else aggregator, upload_type)
+  round_state_type = tff.StructType(
+      list(tff.structure.iter_elements(server_state_type))
+      + [(AGGREGATOR_STATE, aggregation.state_type.member)])
 
+  @tff.federated_computation(
+      tff.FederatedType(round_state_type, tff.SERVER),
+      tff.FederatedType(client_state_type, tff.CLIENTS),
+      tff.FederatedType(client_data_type(), tff.CLIENTS),
+  )
+  def round_fn(server_state, client_states, client_data):
+    state = tff.federated_zip(collections.OrderedDict((n, server_state[n]) for n in names))
+    payload = tff.federated_broadcast(tff.federated_map(server_payload, state))
+    outputs = tff.federated_map(client_work, (payload, client_states, client_data))
+    if weighted:
+      aggregated = aggregation.next(server_state[AGGREGATOR_STATE], outputs.upload, outputs.weight)
+    else:
+      aggregated = aggregation.next(server_state[AGGREGATOR_STATE], outputs.upload)
+    state = tff.federated_map(server_update, (state, aggregated.result))
+    new_state = collections.OrderedDict((n, state[n]) for n in names)
+    new_state[AGGREGATOR_STATE] = aggregated.state
+    metrics = tff.federated_mean(outputs.metrics, weight=outputs.weight)
+    return tff.federated_zip(new_state), outputs.client_state, metrics
+
+  return _build_process(initial_state, round_fn, aggregation.initialize)
+
+
+def _round_without_upload(server_state_type, client_state_type, server_payload, client_work):
   @tff.federated_computation(
       tff.FederatedType(server_state_type, tff.SERVER),
       tff.FederatedType(client_state_type, tff.CLIENTS),
@@ -94,16 +161,14 @@ def build_round(
   def round_fn(server_state, client_states, client_data):
     payload = tff.federated_broadcast(tff.federated_map(server_payload, server_state))
     outputs = tff.federated_map(client_work, (payload, client_states, client_data))
-    if server_update is not None:
-      aggregate = tff.federated_mean(outputs.upload, weight=outputs.weight)
-      server_state = tff.federated_map(server_update, (server_state, aggregate))
     metrics = tff.federated_mean(outputs.metrics, weight=outputs.weight)
     return server_state, outputs.client_state, metrics
 
   return round_fn
 
 
-def build_iterative_process(initial_state, round_fn: tff.Computation) -> tff.templates.IterativeProcess:
+def _build_process(initial_state, round_fn: tff.Computation,
+                   aggregator_initialize: tff.Computation | None) -> tff.templates.IterativeProcess:
   """Wraps a round into `initialize`/`next`; `initial_state` is a structure of NumPy arrays."""
 
   @tff.tensorflow.computation
@@ -112,9 +177,19 @@ def build_iterative_process(initial_state, round_fn: tff.Computation) -> tff.tem
 
   @tff.federated_computation
   def initialize():
-    return tff.federated_eval(initial, tff.SERVER)
+    state = tff.federated_eval(initial, tff.SERVER)
+    if aggregator_initialize is None:
+      return state
+    fields = collections.OrderedDict((name, state[name]) for name in initial_state)
+    fields[AGGREGATOR_STATE] = aggregator_initialize()
+    return tff.federated_zip(fields)
 
   return tff.templates.IterativeProcess(initialize, round_fn)
+
+
+def algorithm_state(state) -> collections.OrderedDict:
+  """The algorithm's fields of a round's server state (without the aggregator's state)."""
+  return collections.OrderedDict((k, v) for k, v in dict(state).items() if k != AGGREGATOR_STATE)
 
 
 @dataclasses.dataclass
@@ -127,7 +202,8 @@ class RecommenderProcess:
     client_work: the clients' `tff.tensorflow.computation` (inspected for communication).
     client_fn: the Python function `client_work` was traced from, (payload, client_state, data) ->
       ClientOutput, for running the same client work outside TFF (benchmarks).
-    server_payload: the `tff.tensorflow.computation` state -> broadcast payload.
+    server_payload: the `tff.tensorflow.computation` algorithm state -> broadcast payload (`payload`
+      applies it to a round's state).
     initial_client_states: (clients, seed) -> list of initial private client states.
     scores: (state, client_states, clients, num_users) -> float32[U, I] scores of every user: each
       user's own embedding against the item embeddings that user's client holds (evaluation only).
@@ -148,6 +224,10 @@ class RecommenderProcess:
 
   def initialize(self):
     return self.iterative_process.initialize()
+
+  def payload(self, state):
+    """What round `state` broadcasts: `server_payload` of the algorithm's part of the state."""
+    return self.server_payload(algorithm_state(state))
 
   def next(self, state, client_states, client_data, *, round_num: int):
     """Runs round `round_num` (1-based); returns (state, client_states, metrics dict)."""
