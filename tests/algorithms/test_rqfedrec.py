@@ -432,3 +432,19 @@ def test_scores_are_user_embeddings_times_reconstructed_item_vectors(tff_context
   assert scores.shape == (9, NUM_ITEMS)
   np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
   np.testing.assert_array_equal(scores[[2, 4, 6, 8]], 0.0)  # users in no client
+
+
+@pytest.mark.parametrize('options, rates, due', [
+    (dict(), [0, 0, 0.25, 0.5, 0.75, 1, 1, 1], [2, 4, 6, 8]),
+    (dict(warmup_from='zero'), [0, 0, 0.75, 1, 1, 1, 1, 1], [2, 4, 6, 8]),
+    (dict(fix_collaborative_ids=True), [0, 0, 0.25, 0.5, 0.75, 1, 1, 1], [2]),
+    (dict(channels='semantic'), [0] * 8, []),
+    (dict(channels='collaborative'), [1] * 8, [2, 4, 6, 8]),
+])
+def test_refresh_schedule_is_a_function_of_the_round_number_alone(options, rates, due):
+  # What a resumed run needs: a new CollaborativeRefresh gives the lambda and refresh rounds of the
+  # one that ran the earlier rounds (rounds 1..8, tau = 2, T_warm = 4).
+  refresh = rqfedrec.CollaborativeRefresh(
+      config=rqfedrec.RQConfig(refresh_every=2, warmup_rounds=4, **options), seed=0)
+  assert [refresh.rate(t) for t in range(1, 9)] == pytest.approx(rates)
+  assert [t for t in range(1, 9) if refresh.due(t)] == due

@@ -69,6 +69,7 @@ REFRESH_VALUES = ('lstsq', 'centres')
 WARMUP_FROM = ('zero', 'first_refresh')
 CHANNELS = ('both', 'semantic', 'collaborative')
 SEMANTIC_INITS = ('projection', 'random')
+PAYLOAD_KEYS = ('codebooks', 'semantic_ids', 'collaborative_ids', 'collaborative_rate')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,8 +235,8 @@ def client_update(payload, user_embeddings, data, *, num_items: int, config: RQC
     users, table, loss, trained = cw.train_on_items(  # Eq. 3
         user_embeddings, table, id_rows, id_coef, data, training)
     if config.laplace_scale > 0:  # Eq. 11
-      table = table + privacy.laplace_noise(
-          tf.shape(table), scale=config.laplace_scale, seed=random_streams.stream_seed(data['seed'], random_streams.LAPLACE_NOISE))
+      noise_seed = random_streams.stream_seed(data['seed'], random_streams.LAPLACE_NOISE)
+      table = table + privacy.laplace_noise(tf.shape(table), scale=config.laplace_scale, seed=noise_seed)
     fit_items = codebook_fit_items(trained, data, num_items=num_items, config=config)
     params, code_loss_before, code_loss_after = fit_client_codebooks(  # Eq. 7
         payload, table, fit_items, config=config)
@@ -271,6 +272,10 @@ def build_rqfedrec(
 ) -> process.RecommenderProcess:
   """Builds RQFedRec (Alg. 1) as a `RecommenderProcess`.
 
+  Composed of: `client_update` (the clients' work, lines 7-11), the weighted codebook mean (Eq. 8,
+  `process.build_round_process`), `server_update`, and the server program logic `CollaborativeRefresh`
+  (lines 14-16 and the warm-up of Eq. 10) run between rounds.
+
   Args:
     num_items: I.
     text_embeddings: float32[I, D] semantic item embeddings (Sec. 4.3.1); may be None only with
@@ -279,95 +284,26 @@ def build_rqfedrec(
   levels, codes, d = config.levels, config.codes_per_level, embedding_dim
   if num_items < codes:
     raise ValueError(f'codes_per_level={codes} exceeds the number of items {num_items}')
-  codebook_type = tff.TensorType(np.float32, [2, levels, codes, d])
-  ids_type = tff.TensorType(np.int32, [num_items, levels])
-  payload_type = tff.types.to_type(collections.OrderedDict(
-      codebooks=codebook_type, semantic_ids=ids_type, collaborative_ids=ids_type,
-      collaborative_rate=tff.TensorType(np.float32),
-  ))
-  state_type = tff.types.to_type(collections.OrderedDict(
-      codebooks=codebook_type, semantic_ids=ids_type, collaborative_ids=ids_type,
-      collaborative_rate=tff.TensorType(np.float32), round_num=tff.TensorType(np.int32),
-  ))
+  state_type, payload_type = server_types(num_items=num_items, embedding_dim=d, config=config)
   user_type = cw.user_state_type(d)
 
   @tff.tensorflow.computation(state_type)
   def server_payload(state):
-    return collections.OrderedDict(
-        codebooks=state['codebooks'], semantic_ids=state['semantic_ids'],
-        collaborative_ids=state['collaborative_ids'], collaborative_rate=state['collaborative_rate'],
-    )
+    return collections.OrderedDict((key, state[key]) for key in PAYLOAD_KEYS)
 
   client_fn = functools.partial(client_update, num_items=num_items, config=config, training=training)
   client_work = process.client_computation(client_fn, payload_type, user_type)
 
-  @tff.tensorflow.computation(state_type, codebook_type)
-  def server_update(state, mean_codebooks):  # Eq. 8 happened in federated_mean.
+  @tff.tensorflow.computation(state_type, payload_type.codebooks)
+  def server_update(state, mean_codebooks):  # Eq. 8 happened in the aggregator.
     new_state = collections.OrderedDict(state)
     new_state['codebooks'] = mean_codebooks
     new_state['round_num'] = state['round_num'] + 1
     return new_state
 
-  # Initial server state (Alg. 1 lines 1-2).
-  codebooks0 = np.zeros((2, levels, codes, d), np.float32)
-  collaborative_ids0 = np.zeros((num_items, levels), np.int32)
-  if config.channels == 'collaborative':
-    semantic_ids0 = np.zeros((num_items, levels), np.int32)
-    # No semantic channel: collaborative ids start from the random MF item table.
-    table0 = cw.initial_item_embeddings(num_items, embedding_dim=d, init_scale=init_scale, seed=seed)
-    collaborative_ids0, codebooks0[cb.COLLABORATIVE] = _collaborative_codes(
-        table0, None, config=config, seed=seed, rate=1.0)
-    rate0 = 1.0
-  else:
-    if text_embeddings is None:
-      raise ValueError(f'channels={config.channels!r} needs text_embeddings for the semantic ids')
-    semantic_ids0, codebooks0[cb.SEMANTIC] = semantic_codebook(
-        text_embeddings, config=config, embedding_dim=d, init_scale=init_scale, seed=seed
-    )
-    rate0 = 0.0
-  initial_state = collections.OrderedDict(
-      codebooks=codebooks0, semantic_ids=semantic_ids0, collaborative_ids=collaborative_ids0,
-      collaborative_rate=np.float32(rate0), round_num=np.int32(0),
-  )
-  refresh = {'first_round': None}
-
-  def rate_for(round_num):
-    if config.channels == 'collaborative':
-      return 1.0
-    if config.channels == 'semantic' or refresh['first_round'] is None:
-      return 0.0
-    start = 0 if config.warmup_from == 'zero' else refresh['first_round']
-    return config.max_collaborative_rate * cb.collaborative_rate(
-        round_num, warmup_rounds=config.warmup_rounds, start_round=start)
-
-  def after_round(state, round_num):
-    """Server program logic after round t: collaborative-id refresh (Alg. 1 l. 14-16) and lambda_{t+1}."""
-    state = collections.OrderedDict(state)
-    info = {}
-    due = (config.channels != 'semantic' and round_num % config.refresh_every == 0
-           and not (config.fix_collaborative_ids and refresh['first_round'] is not None))
-    if due:
-      before = cb.reconstruct_items(
-          state['codebooks'], state['semantic_ids'], state['collaborative_ids'],
-          state['collaborative_rate']).numpy()
-      if refresh['first_round'] is None:
-        refresh['first_round'] = round_num
-      next_rate = rate_for(round_num + 1)
-      codebooks = np.array(state['codebooks'])
-      semantic_part = (1.0 - next_rate) * cb.reconstruct_items(
-          codebooks, state['semantic_ids'], state['collaborative_ids'], 0.0).numpy()
-      state['collaborative_ids'], codebooks[cb.COLLABORATIVE] = _collaborative_codes(
-          before, before - semantic_part, config=config, seed=seed + round_num, rate=next_rate)
-      state['codebooks'] = codebooks
-      after = cb.reconstruct_items(
-          codebooks, state['semantic_ids'], state['collaborative_ids'], next_rate).numpy()
-      info['refresh_change'] = float(np.sum((after - before) ** 2) / max(np.sum(before ** 2), 1e-12))
-      # At lambda = 1, items sharing all L collaborative codes have the same embedding until their
-      # ids change.
-      info['distinct_collaborative_tuples'] = int(len(np.unique(state['collaborative_ids'], axis=0)))
-    state['collaborative_rate'] = np.float32(rate_for(round_num + 1))
-    info['collaborative_rate'] = float(state['collaborative_rate'])
-    return state, info
+  initial_state = initial_server_state(
+      num_items=num_items, text_embeddings=text_embeddings, embedding_dim=d, config=config,
+      init_scale=init_scale, seed=seed)
 
   def initial_client_states(clients):
     return cw.initial_user_embeddings(clients, embedding_dim=d, init_scale=init_scale, seed=seed)
@@ -390,8 +326,108 @@ def build_rqfedrec(
       scores=scores,
       broadcast_type=server_payload.type_signature.result,
       upload_type=client_work.type_signature.result[0],
-      after_round=after_round,
+      after_round=CollaborativeRefresh(config=config, seed=seed),
   )
+
+
+def server_types(*, num_items: int, embedding_dim: int, config: RQConfig):
+  """TFF types (server state, broadcast payload): codebooks float32[2, L, M, d], both channels' ids
+  int32[I, L] and lambda; the state adds the round number."""
+  ids_type = tff.TensorType(np.int32, [num_items, config.levels])
+  payload = collections.OrderedDict(
+      codebooks=tff.TensorType(np.float32, [2, config.levels, config.codes_per_level, embedding_dim]),
+      semantic_ids=ids_type, collaborative_ids=ids_type,
+      collaborative_rate=tff.TensorType(np.float32))
+  state = collections.OrderedDict(payload, round_num=tff.TensorType(np.int32))
+  return tff.types.to_type(state), tff.types.to_type(payload)
+
+
+def initial_server_state(*, num_items: int, text_embeddings, embedding_dim: int, config: RQConfig,
+                         init_scale: float, seed: int) -> collections.OrderedDict:
+  """Alg. 1 lines 1-2: semantic ids and codebook from the text embeddings (collaborative ids all 0
+  and lambda 0 until the first refresh); with `channels='collaborative'` (w/o SC) collaborative ids
+  from the random initial item table instead, and lambda 1."""
+  levels, codes, d = config.levels, config.codes_per_level, embedding_dim
+  codebooks = np.zeros((2, levels, codes, d), np.float32)
+  collaborative_ids = np.zeros((num_items, levels), np.int32)
+  if config.channels == 'collaborative':
+    semantic_ids = np.zeros((num_items, levels), np.int32)
+    table = cw.initial_item_embeddings(num_items, embedding_dim=d, init_scale=init_scale, seed=seed)
+    collaborative_ids, codebooks[cb.COLLABORATIVE] = _collaborative_codes(
+        table, None, config=config, seed=seed, rate=1.0)
+    rate = 1.0
+  else:
+    if text_embeddings is None:
+      raise ValueError(f'channels={config.channels!r} needs text_embeddings for the semantic ids')
+    semantic_ids, codebooks[cb.SEMANTIC] = semantic_codebook(
+        text_embeddings, config=config, embedding_dim=d, init_scale=init_scale, seed=seed)
+    rate = 0.0
+  return collections.OrderedDict(
+      codebooks=codebooks, semantic_ids=semantic_ids, collaborative_ids=collaborative_ids,
+      collaborative_rate=np.float32(rate), round_num=np.int32(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class CollaborativeRefresh:
+  """Server program logic after round t (Alg. 1 lines 14-16, Eq. 10): every tau rounds the
+  collaborative ids are rebuilt by RQ-kmeans of the current item embeddings (`_collaborative_codes`),
+  and lambda_{t+1} is set for the next round.
+
+  Everything it needs is in the server state and the round number: the first refresh is round tau,
+  so the warm-up's start is known without remembering it (a resumed run computes the same lambda).
+  """
+
+  config: RQConfig
+  seed: int
+
+  def due(self, round_num: int) -> bool:
+    """Whether round `round_num` ends with a refresh (with `fix_collaborative_ids` only the first)."""
+    config = self.config
+    if config.channels == 'semantic' or round_num % config.refresh_every:
+      return False
+    return not (config.fix_collaborative_ids and round_num > config.refresh_every)
+
+  def rate(self, round_num: int) -> float:
+    """lambda of round `round_num` (Eq. 10, scaled by `max_collaborative_rate`): 0 before the first
+    refresh, then warming up from round 0 (`warmup_from='zero'`) or from the first refresh."""
+    config = self.config
+    if config.channels == 'collaborative':
+      return 1.0
+    if config.channels == 'semantic' or round_num <= config.refresh_every:
+      return 0.0
+    start = 0 if config.warmup_from == 'zero' else config.refresh_every
+    return config.max_collaborative_rate * cb.collaborative_rate(
+        round_num, warmup_rounds=config.warmup_rounds, start_round=start)
+
+  def __call__(self, state, round_num: int):
+    """(state for round `round_num` + 1, info for rounds.csv)."""
+    state = collections.OrderedDict(state)
+    info = {}
+    if self.due(round_num):
+      state, info = self.refresh(state, round_num)
+    state['collaborative_rate'] = np.float32(self.rate(round_num + 1))
+    info['collaborative_rate'] = float(state['collaborative_rate'])
+    return state, info
+
+  def refresh(self, state, round_num: int):
+    """New collaborative ids and code values; `refresh_change` is the relative change of the item
+    embeddings it causes, `distinct_collaborative_tuples` how many items remain distinguishable (at
+    lambda = 1, items sharing all L collaborative codes have the same embedding)."""
+    before = cb.reconstruct_items(state['codebooks'], state['semantic_ids'],
+                                  state['collaborative_ids'], state['collaborative_rate']).numpy()
+    next_rate = self.rate(round_num + 1)
+    codebooks = np.array(state['codebooks'])
+    semantic_part = (1.0 - next_rate) * cb.reconstruct_items(
+        codebooks, state['semantic_ids'], state['collaborative_ids'], 0.0).numpy()
+    state['collaborative_ids'], codebooks[cb.COLLABORATIVE] = _collaborative_codes(
+        before, before - semantic_part, config=self.config, seed=self.seed + round_num, rate=next_rate)
+    state['codebooks'] = codebooks
+    after = cb.reconstruct_items(
+        codebooks, state['semantic_ids'], state['collaborative_ids'], next_rate).numpy()
+    return state, {
+        'refresh_change': float(np.sum((after - before) ** 2) / max(np.sum(before ** 2), 1e-12)),
+        'distinct_collaborative_tuples': int(len(np.unique(state['collaborative_ids'], axis=0))),
+    }
 
 
 def _collaborative_codes(items, targets, *, config: RQConfig, seed: int, rate: float):

@@ -1,0 +1,194 @@
+"""FedRAP: federated recommendation with additive personalisation (Li, Long & Zhou, ICLR 2024).
+
+Every user scores item i with a private score function on the sum of a private additive item table
+D and the global item table C, rating = sigmoid(w_u . (D_i + C_i) + b_u), and trains all three on
+BCE - lambda MSE(D, C) + mu L1(C) (`models.fedrap_model`). Only C is shared: each round the server
+broadcasts C, every client trains its score functions, its D and a copy of C, uploads the copy, and
+the server takes the *unweighted* mean of the uploads (`tff.aggregators.UnweightedMeanFactory`), as
+the official code does (`mtics/FedRAP`, `model/engine.py`, `aggregateParamsFromClients` sums the
+participants' `item_commonality` and divides by their number). Evaluation scores every item with
+the user's own score function, its client's D and the global C (`federatedEvaluate`).
+
+Regulariser schedule (`schedule`). The paper trains with a curriculum of increasing regulariser
+weights ("learn the local and global views progressively with increasing regularization weights",
+abstract). The official engine computes it, `lam = tanh(iteration / 10) * lambda` and the same for mu
+(`vary_param='tanh'`, the default of `train.py`), but its loss reads the constant `config['lambda']`
+and `config['mu']`, so the released code trains with fixed weights. Both are here:
+`schedule='tanh'` (the default, the paper's curriculum) uses lambda_t = tanh(t / 10) * lambda and
+mu_t = tanh(t / 10) * mu in round t = 0, 1, ... (the server state's `round_num`; the engine's
+coefficients lag one round behind this, being updated at the end of a round); `schedule='fixed'` is
+the released behaviour. The round's two weights are computed from `round_num` on the server and
+broadcast with C (two scalars).
+
+Adaptations to our protocol (each for the same footing as FedMF and RQFedRec):
+- Clients of several users: FedRAP has one user per client. Here each user keeps its own score
+  function (a row of `score_functions: float32[U_k, d + 1]`, weight then bias) and the users of a
+  client share one D (`personal_items: float32[I, d]`). With `--partition=per_user` this is exactly
+  the published setting. Every client takes part in every round (`clients_sample_ratio=1.0`, the
+  official default).
+- Loss: BCE over each positive and `num_negatives` sampled negatives per positive (`mf.epoch_examples`,
+  the exact sampler), on the logit; the two regularisers as torch's mean-reduced `MSELoss` and
+  `L1Loss` over the batch's looked-up rows (`regular='l1'`). FedRAP draws 4 negatives per positive.
+- Optimiser: Adam with `training.learning_rate` and `training.weight_decay`, lazy (row-sparse) on D, C
+  and the score rows, moments reset every round, `training.epochs` local epochs of
+  `training.batch_size`. FedRAP uses SGD (lr 0.5 on the score function, 200 on D and C, L2 1e-4 on
+  every row), an `ExponentialLR(0.95)` stepped every batch, learning rates decayed by 0.97 per round,
+  10 local epochs of 2048 with early stop at relative loss change 1e-4.
+- Initialisation: C is N(0, init_scale^2) (`cw.initial_item_embeddings`), D N(0, init_scale^2) per
+  client from (seed, 6, the client's first user), a user's score weight N(0, init_scale^2) from
+  (seed, 7, user) and its bias 0, so a user's initial weight does not depend on the partition. FedRAP
+  uses torch's defaults (`nn.Embedding` N(0, 1) for C and D, `nn.Linear` U(+-1/sqrt(d)) for the score
+  function) and starts every user from the same D and score function; we use the shared init scale.
+- Communication: download is C plus the round's two weights (scalars), upload is C, I d values each.
+  FedRAP's sparsity of C (its L1 term) is not exploited to compress the upload.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import process
+from tff_rqfed.models import fedrap_model
+
+SCHEDULES = ('tanh', 'fixed')
+
+
+def regulariser_weights(round_num, *, lam: float, mu: float, schedule: str):
+  """(lambda_t, mu_t) float32 scalars of round `round_num` (int32, from 0) under `schedule`."""
+  if schedule == 'fixed':
+    factor = tf.constant(1.0)
+  else:
+    factor = tf.tanh(tf.cast(round_num, tf.float32) / 10.0)
+  return lam * factor, mu * factor
+
+
+def client_update(payload, client_state, data, *, training: cw.LocalTraining):
+  """One client's round: trains its score functions, its D and a copy of C; uploads the copy.
+
+  Args:
+    payload: OrderedDict(item_commonality=float32[I, d] C, lam=float32, mu=float32) the broadcast.
+    client_state: OrderedDict(score_functions=float32[U_k, d + 1], personal_items=float32[I, d]).
+    data: the client's positives and seed (`process.client_data_type`).
+  """
+  scores, personal, common, loss, bce = fedrap_model.train_local(
+      client_state['score_functions'], client_state['personal_items'], payload['item_commonality'],
+      data['local_users'], data['items'], data['seed'], lam=payload['lam'], mu=payload['mu'],
+      epochs=training.epochs, batch_size=training.batch_size, num_negatives=training.num_negatives,
+      learning_rate=training.learning_rate, weight_decay=training.weight_decay)
+  return process.ClientOutput(
+      upload=common, weight=cw.example_weight(data),
+      client_state=collections.OrderedDict(score_functions=scores, personal_items=personal),
+      metrics=cw.metrics(loss=loss, bce=bce))
+
+
+def _validate(*, lam: float, mu: float, schedule: str) -> None:
+  if not lam >= 0:
+    raise ValueError(f'lam must be >= 0, got {lam!r}')
+  if not mu >= 0:
+    raise ValueError(f'mu must be >= 0, got {mu!r}')
+  if schedule not in SCHEDULES:
+    raise ValueError(f'unknown schedule {schedule!r}; valid: {list(SCHEDULES)}')
+
+
+def build_fedrap(
+    *,
+    num_items: int,
+    embedding_dim: int = 512,
+    training: cw.LocalTraining = cw.LocalTraining(),
+    init_scale: float = 0.1,
+    seed: int = 0,
+    lam: float = 0.1,
+    mu: float = 0.1,
+    schedule: str = 'tanh',
+) -> process.RecommenderProcess:
+  """Builds FedRAP as a `RecommenderProcess` (unweighted mean of the uploaded C).
+
+  Args:
+    lam, mu: FedRAP's lambda (weight of -MSE(D, C)) and mu (weight of L1(C)); 0.1 each in `train.py`.
+    schedule: 'tanh' (the paper's increasing curriculum) or 'fixed' (the released code); see the
+      module docstring.
+  """
+  _validate(lam=lam, mu=mu, schedule=schedule)
+  d = embedding_dim
+  item_type = tff.TensorType(np.float32, [num_items, d])
+  state_type = tff.types.to_type(collections.OrderedDict(
+      item_commonality=item_type, round_num=tff.TensorType(np.int32)))
+  payload_type = tff.types.to_type(collections.OrderedDict(
+      item_commonality=item_type, lam=tff.TensorType(np.float32), mu=tff.TensorType(np.float32)))
+  client_state_type = tff.types.to_type(collections.OrderedDict(
+      score_functions=tff.TensorType(np.float32, [None, d + 1]), personal_items=item_type))
+
+  @tff.tensorflow.computation(state_type)
+  def server_payload(state):
+    lam_t, mu_t = regulariser_weights(state['round_num'], lam=lam, mu=mu, schedule=schedule)
+    return collections.OrderedDict(item_commonality=state['item_commonality'], lam=lam_t, mu=mu_t)
+
+  client_fn = functools.partial(client_update, training=training)
+  client_work = process.client_computation(client_fn, payload_type, client_state_type)
+
+  @tff.tensorflow.computation(state_type, item_type)
+  def server_update(state, mean_commonality):
+    return collections.OrderedDict(item_commonality=mean_commonality, round_num=state['round_num'] + 1)
+
+  initial_state = collections.OrderedDict(
+      item_commonality=cw.initial_item_embeddings(
+          num_items, embedding_dim=d, init_scale=init_scale, seed=seed),
+      round_num=np.int32(0))
+
+  return process.RecommenderProcess(
+      name='fedrap',
+      iterative_process=process.build_round_process(
+          initial_state=initial_state, server_state_type=state_type,
+          client_state_type=client_state_type, server_payload=server_payload,
+          client_work=client_work, server_update=server_update,
+          aggregator=tff.aggregators.UnweightedMeanFactory()),
+      client_work=client_work,
+      client_fn=client_fn,
+      server_payload=server_payload,
+      initial_client_states=functools.partial(
+          initial_client_states, num_items=num_items, embedding_dim=d, init_scale=init_scale,
+          seed=seed),
+      scores=fedrap_scores,
+      broadcast_type=server_payload.type_signature.result,
+      upload_type=client_work.type_signature.result[0],
+  )
+
+
+def initial_client_states(clients, *, num_items: int, embedding_dim: int, init_scale: float,
+                          seed: int) -> list[collections.OrderedDict]:
+  """Per client OrderedDict(score_functions=float32[U_k, d + 1], personal_items=float32[I, d]).
+
+  A user's score weight is N(0, init_scale^2) from (seed, 7, user) and its bias 0; a client's D is
+  N(0, init_scale^2) from (seed, 6, its first user), a stream apart from C's (seed, 2).
+  """
+  states = []
+  for client in clients:
+    scores = np.zeros((len(client.user_ids), embedding_dim + 1), np.float32)
+    for row, user in enumerate(client.user_ids):
+      scores[row, :embedding_dim] = np.random.default_rng([seed, 7, int(user)]).normal(
+          0.0, init_scale, embedding_dim)
+    first_user = int(client.user_ids[0]) if len(client.user_ids) else 0
+    personal = np.random.default_rng([seed, 6, first_user]).normal(
+        0.0, init_scale, (num_items, embedding_dim)).astype(np.float32)
+    states.append(collections.OrderedDict(score_functions=scores, personal_items=personal))
+  return states
+
+
+def fedrap_scores(state, client_states, clients, num_users: int) -> np.ndarray:
+  """float32[U, I] scores w_u . (D_k + C) + b_u of every user u of every client k (evaluation).
+
+  `state` is a round's server state (its `item_commonality` is C: float32[I, d]).
+  """
+  common = np.asarray(state['item_commonality'])
+  result = np.zeros((num_users, common.shape[0]), np.float32)
+  for client_state, client in zip(client_states, clients):
+    score_rows = np.asarray(client_state['score_functions'])
+    items = np.asarray(client_state['personal_items']) + common
+    result[client.user_ids] = score_rows[:, :-1] @ items.T + score_rows[:, -1:]
+  return result

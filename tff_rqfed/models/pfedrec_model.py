@@ -1,0 +1,153 @@
+"""PFedRec's model and local training: an item table scored by a private per-user score function.
+
+The model of Zhang et al., IJCAI 2023, "Dual Personalization on Federated Recommendation" (official code
+`Zhangcx19/IJCAI-23-PFedRec`, `mlp.py`): there is no user embedding; user u's rating of item i is
+
+    rating(u, i) = sigmoid(w_u . q_i + b_u),
+
+with the item table `q: float32[I, d]` (`embedding_item`) and the user's score function, a Linear(d -> 1)
+(`affine_output`). Here a client holds one score function per user as one row of
+`score_functions: float32[U_k, d + 1]` (the weight w_u in the first d columns, the bias b_u last), so
+the row-sparse Adam of `models.mf` updates exactly the users of a batch.
+
+Every batch takes two steps, as `Engine.fed_train_single_batch` (`engine.py`) does: first a step on the
+score functions with the item table fixed, then the predictions are recomputed with the new score
+functions and a step on the item rows with the score functions fixed. Both minimise the binary
+cross-entropy over the positives and `num_negatives` sampled negatives per positive (`mf.epoch_examples`,
+the exact sampler), averaged over the batch. Each part has its own Adam state (the two official
+optimisers).
+
+Like `mf.train_local`, the steps train a compact copy of the item rows the client's examples touch and
+write rows in place, so a step costs O(batch x d) whatever the number of items.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tff_rqfed.models import mf
+
+
+def logits(score_rows, item_rows):
+  """float32[B] w_u . q_i + b_u of `score_rows: float32[B, d + 1]` (w ; b) and `item_rows: float32[B, d]`."""
+  d = tf.shape(item_rows)[1]
+  return tf.reduce_sum(score_rows[:, :d] * item_rows, axis=1) + score_rows[:, d]
+
+
+def batch_loss(score_rows, item_rows, labels):
+  """float32 mean binary cross-entropy of the batch (`labels: float32[B]`, 1 positive, 0 negative)."""
+  return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+      labels=labels, logits=logits(score_rows, item_rows)))
+
+
+def score_function_step(score_table, m, v, item_rows, users, labels, *, step, learning_rate: float,
+                        weight_decay: float):
+  """The first half of a batch: one Adam step on the score functions of `users`, items fixed.
+
+  Args:
+    score_table, m, v: float32[U_k, d + 1] the client's score functions and their Adam moments
+      (buffers the caller owns: rows are written in place).
+    item_rows: float32[B, d] the batch's item vectors.
+    users, labels: int32[B] local user, float32[B] label of each example.
+    step: float32 1-based step of this Adam state.
+
+  Returns:
+    (score_table, m, v) updated.
+  """
+  rows = tf.gather(score_table, users)
+  with tf.GradientTape() as tape:
+    tape.watch(rows)
+    loss = batch_loss(rows, item_rows, labels)
+  grad = tape.gradient(loss, rows)
+  return mf.row_sparse_adam(score_table, m, v, users, grad, step=step, learning_rate=learning_rate,
+                            weight_decay=weight_decay, in_place=True)
+
+
+def item_step(item_table, m, v, item_rows, positions, score_rows, labels, *, step,
+              learning_rate: float, weight_decay: float):
+  """The second half of a batch: predictions recomputed with the new score functions, one Adam step
+  on the item rows with the score functions fixed.
+
+  Args:
+    item_table, m, v: float32[P, d] the (compact) item table and its Adam moments (owned buffers).
+    item_rows: float32[B, d] = item_table[positions], read before this step.
+    positions: int32[B] row of each example's item in `item_table`.
+    score_rows: float32[B, d + 1] each example's user's score function after the first half.
+    step: float32 1-based step of this Adam state.
+
+  Returns:
+    (item_table, m, v, loss: float32 the batch loss this step's gradient was taken at).
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(item_rows)
+    loss = batch_loss(score_rows, item_rows, labels)
+  grad = tape.gradient(loss, item_rows)
+  item_table, m, v = mf.row_sparse_adam(
+      item_table, m, v, positions, grad, step=step, learning_rate=learning_rate,
+      weight_decay=weight_decay, in_place=True)
+  return item_table, m, v, loss
+
+
+def train_local(
+    score_functions: tf.Tensor,
+    items: tf.Tensor,
+    local_users: tf.Tensor,
+    positives: tf.Tensor,
+    seed: tf.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    num_negatives: int,
+    learning_rate: float,
+    item_learning_rate: float,
+    weight_decay: float,
+):
+  """PFedRec's local training on one client (see module docstring).
+
+  Args:
+    score_functions: float32[U_k, d + 1] the client's private score functions (w ; b) per user.
+    items: float32[I, d] the item table the client starts from (the broadcast).
+    local_users, positives: int32[n] the client's training positives.
+    seed: int32[2] stateless seed (negatives and order, `mf.epoch_examples`).
+    learning_rate, item_learning_rate: Adam learning rates of the score functions and the items.
+
+  Returns:
+    (score_functions, items, mean_loss: float32) where `mean_loss` is the mean over steps of the loss
+    at the item step (the official `loss_i`).
+  """
+  num_users, num_items = tf.shape(score_functions)[0], tf.shape(items)[0]
+  n = tf.size(positives)
+  positive_mask = tf.scatter_nd(
+      tf.stack([local_users, positives], axis=1), tf.ones([n], tf.int32), [num_users, num_items]) > 0
+  examples = n * (1 + num_negatives)
+  steps_per_epoch = (examples + batch_size - 1) // batch_size
+  total_steps = steps_per_epoch * epochs
+  drawn = [mf.epoch_examples(local_users, positives, positive_mask, epoch=epoch, seed=seed,
+                             num_negatives=num_negatives) for epoch in range(epochs)]
+  batch_users = tf.concat([e[0] for e in drawn], 0)
+  batch_items = tf.concat([e[1] for e in drawn], 0)
+  labels = tf.concat([e[2] for e in drawn], 0)
+  touched, compact_items = tf.unique(batch_items)
+
+  def body(step, scores_t, sm, sv, items_t, im, iv, loss_sum):
+    start = (step // steps_per_epoch) * examples + (step % steps_per_epoch) * batch_size
+    end = tf.minimum(start + batch_size, (step // steps_per_epoch + 1) * examples)
+    bu, bi, by = batch_users[start:end], compact_items[start:end], labels[start:end]
+    t = tf.cast(step + 1, tf.float32)
+    q = tf.gather(items_t, bi)
+    scores_t, sm, sv = score_function_step(scores_t, sm, sv, q, bu, by, step=t,
+                                           learning_rate=learning_rate, weight_decay=weight_decay)
+    items_t, im, iv, loss = item_step(items_t, im, iv, q, bi, tf.gather(scores_t, bu), by, step=t,
+                                      learning_rate=item_learning_rate, weight_decay=weight_decay)
+    return step + 1, scores_t, sm, sv, items_t, im, iv, loss_sum + loss
+
+  # The loop owns these buffers (a gather result, a deep copy, fresh zeros): rows are written in place.
+  compact = tf.gather(items, touched)
+  scores_t = tf.raw_ops.DeepCopy(x=score_functions)
+  final = tf.while_loop(
+      lambda step, *_: step < total_steps, body,
+      (tf.constant(0), scores_t, mf.fresh_zeros(scores_t), mf.fresh_zeros(scores_t), compact,
+       mf.fresh_zeros(compact), mf.fresh_zeros(compact), tf.constant(0.0)))
+  items = tf.tensor_scatter_nd_update(items, touched[:, None], final[4])
+  mean_loss = final[7] / tf.cast(tf.maximum(total_steps, 1), tf.float32)
+  return final[1], items, mean_loss
