@@ -105,6 +105,8 @@ _UNIQUE_CODES = flags.DEFINE_bool('unique_codes', _RQ.unique_codes,
 # FedNCF (NeuMF tower).
 _NCF_HIDDEN = flags.DEFINE_list('ncf_hidden_units', [str(u) for u in fedncf.DEFAULT_HIDDEN_UNITS],
                                 'FedNCF: widths of the MLP tower layers.')
+_CODE_IDS = flags.DEFINE_enum('code_ids', _RQ.code_ids, list(rqfedrec.CODE_IDS),
+                              "How items get code ids: RQ-kmeans, or 'hash' of the item id (Table 6).")
 _ENCODER = flags.DEFINE_enum('encoder', 'use', list(encoders.ENCODERS), 'Text encoder (Sec. 4.3.1).')
 
 
@@ -170,7 +172,7 @@ def build_process(dataset, seed: int):
       warmup_from=_WARMUP_FROM.value, channels=_CHANNELS.value,
       fix_collaborative_ids=_FIX_CC.value, item_embedding=not _NO_IE.value,
       semantic_init=_SEMANTIC_INIT.value, kmeans_dim=_KMEANS_DIM.value,
-      unique_codes=_UNIQUE_CODES.value,
+      unique_codes=_UNIQUE_CODES.value, code_ids=_CODE_IDS.value,
   )
   text_embeddings = None
   if config.channels != 'collaborative':

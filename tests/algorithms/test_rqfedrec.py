@@ -235,7 +235,7 @@ def test_without_item_embedding_trains_codebooks_directly_and_lowers_the_loss(tf
 
 @pytest.mark.parametrize('option, value', [
     ('channels', 'all'), ('codebook_fit', 'sgd'), ('codebook_items', 'negatives'),
-    ('refresh_values', 'kmeans'), ('warmup_from', 'one'), ('semantic_init', 'zeros'),
+    ('refresh_values', 'kmeans'), ('warmup_from', 'one'), ('semantic_init', 'zeros'), ('code_ids', 'md5'),
 ])
 def test_rqconfig_rejects_unknown_option_values_quoting_them(option, value):
   with pytest.raises(ValueError, match=f"{option} must be one of .*'{value}'"):
@@ -448,3 +448,23 @@ def test_refresh_schedule_is_a_function_of_the_round_number_alone(options, rates
       config=rqfedrec.RQConfig(refresh_every=2, warmup_rounds=4, **options), seed=0)
   assert [refresh.rate(t) for t in range(1, 9)] == pytest.approx(rates)
   assert [t for t in range(1, 9) if refresh.due(t)] == due
+
+
+def test_hash_code_ids_are_fixed_per_channel_and_ignore_text_and_training(tff_context, clients):
+  # Table 6's hash-based codebook: ids hash the item id, so neither the text embeddings nor a refresh
+  # changes them, and the two channels hash differently; the round still trains the code values.
+  states, history = run(build(code_ids='hash'), 4, clients)
+  other_text = build(code_ids='hash', text=text_embeddings(seed=5)).initialize()
+  semantic = rqfedrec.hash_codes(NUM_ITEMS, levels=L, codes_per_level=M, channel=cb.SEMANTIC)
+  collaborative = rqfedrec.hash_codes(NUM_ITEMS, levels=L, codes_per_level=M, channel=cb.COLLABORATIVE)
+  assert not np.array_equal(semantic, collaborative)
+  np.testing.assert_array_equal(np.asarray(other_text['semantic_ids']), semantic)
+  for state in states:
+    np.testing.assert_array_equal(state['semantic_ids'], semantic)
+  for state in states[2:]:  # after the first refresh (round 2)
+    np.testing.assert_array_equal(state['collaborative_ids'], collaborative)
+  assert [t for t, m in enumerate(history, 1) if 'refresh_change' in m] == [2, 4]
+  assert history[-1]['loss'] < history[0]['loss']
+  assert not np.array_equal(states[-1]['codebooks'], states[0]['codebooks'])
+  # Every code of every level is used by some item (40 items into 4 buckets).
+  assert all(len(np.unique(semantic[:, level])) == M for level in range(L))

@@ -39,6 +39,10 @@ Options beyond the paper's text, each measured (see the README's results):
   distinct tuples fall from about 1,540 to 1,030-1,100 of 1,682 items over five refreshes
   (`distinct_collaborative_tuples` in rounds.csv). Measured at d = 512 (seed 0): validation NDCG@10
   0.1945 against 0.1929 without it, within noise, so it is off by default.
+* `code_ids='hash'` (Table 6, "hash-based codebook"): each channel's code ids are a fixed hash of the
+  item id (`hash_codes`), independent of the text and of training, so the refresh keeps them and only
+  re-fits the collaborative code values; the initial code values are the residual means of the
+  projected text embeddings under the hashed ids. The paper gives no more detail; this is our reading.
 * Ablations of Fig. 3: `channels='semantic'` (w/o CC), `channels='collaborative'` (w/o SC),
   `fix_collaborative_ids` (Fix CC: ids built at the first refresh and never again),
   `item_embedding=False` (w/o IE: codebooks trained directly on the interactions). `w/o C` is FedMF.
@@ -69,6 +73,7 @@ REFRESH_VALUES = ('lstsq', 'centres')
 WARMUP_FROM = ('zero', 'first_refresh')
 CHANNELS = ('both', 'semantic', 'collaborative')
 SEMANTIC_INITS = ('projection', 'random')
+CODE_IDS = ('rq_kmeans', 'hash')
 PAYLOAD_KEYS = ('codebooks', 'semantic_ids', 'collaborative_ids', 'collaborative_rate')
 
 
@@ -104,12 +109,13 @@ class RQConfig:
   kmeans_iterations: int = 50
   kmeans_dim: int = 64  # RQ-kmeans on the top-k principal components; 0 (or >= d): all d dimensions
   unique_codes: bool = False  # no two items share all L codes of a channel (rq_kmeans.make_codes_unique)
+  code_ids: str = 'rq_kmeans'  # Table 6: 'hash' assigns code ids by hashing item ids instead
 
   def __post_init__(self):
     for name, allowed in (('codebook_items', CODEBOOK_ITEMS), ('codebook_fit', CODEBOOK_FITS),
                           ('refresh_values', REFRESH_VALUES),
                           ('warmup_from', WARMUP_FROM), ('channels', CHANNELS),
-                          ('semantic_init', SEMANTIC_INITS)):
+                          ('semantic_init', SEMANTIC_INITS), ('code_ids', CODE_IDS)):
       if getattr(self, name) not in allowed:
         raise ValueError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
     for name in ('levels', 'codes_per_level', 'refresh_every'):
@@ -152,14 +158,27 @@ def semantic_codebook(text_embeddings, *, config: RQConfig, embedding_dim: int, 
   return codes, values.astype(np.float32)
 
 
-def quantise(points, *, config: RQConfig, seed: int):
+def hash_codes(num_items: int, *, levels: int, codes_per_level: int, channel: int) -> np.ndarray:
+  """int32[I, L] code ids by hashing item ids: a fixed random table per (channel, level), i.e. a
+  universal hash of the item id into M buckets, the same for every seed and round."""
+  return np.stack([
+      np.random.default_rng([0x4A54, channel, level]).integers(0, codes_per_level, num_items)
+      for level in range(levels)], axis=1).astype(np.int32)
+
+
+def quantise(points, *, config: RQConfig, seed: int, channel: int = cb.SEMANTIC):
   """RQ-kmeans (Sec. 3.3) ids `int32[I, L]` and centres `float32[L, M, d]` of `points: float32[I, d]`.
 
   With 0 < `config.kmeans_dim` < min(I, d) the ids come from RQ-kmeans on the points' top
   `kmeans_dim` principal components (scikit-learn's PCA, exact SVD) and the centres are the residual
-  means of the d-dimensional points under those ids.
+  means of the d-dimensional points under those ids. With `config.code_ids='hash'` the ids are
+  `hash_codes` of `channel` (the points only give the centres).
   """
   points = np.asarray(points, np.float32)
+  if config.code_ids == 'hash':
+    codes = hash_codes(points.shape[0], levels=config.levels, codes_per_level=config.codes_per_level,
+                       channel=channel)
+    return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
   options = dict(levels=config.levels, codes_per_level=config.codes_per_level, seed=seed,
                  iterations=config.kmeans_iterations)
   clustered = points
@@ -438,7 +457,7 @@ def _collaborative_codes(items, targets, *, config: RQConfig, seed: int, rate: f
   `rate`, reproduces `targets` (the part of the item embeddings the collaborative channel must carry).
   """
   normalised = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
-  codes, centres = quantise(normalised, config=config, seed=seed)
+  codes, centres = quantise(normalised, config=config, seed=seed, channel=cb.COLLABORATIVE)
   if config.refresh_values == 'centres':
     return codes, centres
   if targets is None or rate <= 1e-6:

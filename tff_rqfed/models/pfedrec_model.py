@@ -137,7 +137,7 @@ def train_local(
     q = tf.gather(items_t, bi)
     scores_t, sm, sv = score_function_step(scores_t, sm, sv, q, bu, by, step=t,
                                            learning_rate=learning_rate, weight_decay=weight_decay)
-    items_t, im, iv, loss = item_step(items_t, im, iv, q, bi, tf.gather(scores_t, bu), by, step=t,
+    items_t, im, iv, loss = item_step(items_t, im, iv, q, bi, tf.gather(scores_t, bu), by, step=2*t,
                                       learning_rate=item_learning_rate, weight_decay=weight_decay)
     return step + 1, scores_t, sm, sv, items_t, im, iv, loss_sum + loss
 
