@@ -3,8 +3,10 @@ r"""Simulates a federated recommender on a protocol split and writes its results
   python -m launchers.simulate --algorithm=rqfedrec --dataset=ml-100k --protocol=paper \
       --partition=blocks --clients=100 --rounds=300 --seed=0 --output_dir=results/rqfedrec-s0
 
-Algorithms: `rqfedrec` (Alg. 1), `fedmf` (ID-indexed FedAvg of the item table), `mf_local` (no
-aggregation) and `mostpop` (train popularity, no training: the reference row every method must beat).
+Algorithms: `rqfedrec` (Alg. 1), `fedmf` (ID-indexed FedAvg of the item table), the baselines
+`fedncf` (federated NeuMF) and `pfedrec` (private score functions, unweighted item-table mean),
+`mf_local` (no aggregation) and `mostpop` (train popularity, no training: the reference row every
+method must beat).
 `--dataset=file` reads `--interactions_file` (and optionally `--item_file`) with the generic loader.
 DIR receives summary.json, rounds.csv, flags.json and, with --save_topk, topk.csv.
 """
@@ -25,22 +27,23 @@ import numpy as np
 from tff_rqfed import execution
 from tff_rqfed import results_io
 from tff_rqfed import simulation
-from tff_rqfed.algorithms import fedmf, fedncf, mf_local, rqfedrec
+from tff_rqfed.algorithms import fedmf, fedncf, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import interactions, movielens, partition, protocols, text
 from tff_rqfed.evaluation import popularity
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.semantic import encoders
 
-ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'mf_local', 'mostpop')
+ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'mf_local', 'mostpop')
 # Flag defaults come from the option classes, so the launcher and the library cannot drift apart.
 _TRAINING = cw.LocalTraining()
 _RQ = rqfedrec.RQConfig()
 # Learning rate and initialisation scale chosen together on the validation NDCG@10 of ML-100k (paper
 # protocol, 100 clients, d=512, seed 0): learning rates from the paper's grid {0.01, 0.001, 0.0001},
 # scales from {0.1, 0.035, 0.01, 0.003}. README "Choosing the defaults" has the numbers; mf_local was
-# only tried at scale 0.1. fedncf has not been through the grid yet: it starts from FedMF's values.
-DEFAULT_LEARNING_RATE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.01, 'rqfedrec': 0.01}
-DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'rqfedrec': 0.01}
+# only tried at scale 0.1. fedncf and pfedrec have not been through the grid yet: they start from
+# FedMF's values.
+DEFAULT_LEARNING_RATE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.01, 'pfedrec': 0.01, 'rqfedrec': 0.01}
+DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'pfedrec': 0.01, 'rqfedrec': 0.01}
 
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'rqfedrec', ALGORITHMS, 'Which method to run.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m', 'file'], 'Dataset.')
@@ -107,6 +110,10 @@ _NCF_HIDDEN = flags.DEFINE_list('ncf_hidden_units', [str(u) for u in fedncf.DEFA
                                 'FedNCF: widths of the MLP tower layers.')
 _CODE_IDS = flags.DEFINE_enum('code_ids', _RQ.code_ids, list(rqfedrec.CODE_IDS),
                               "How items get code ids: RQ-kmeans, or 'hash' of the item id (Table 6).")
+# PFedRec.
+_PFEDREC_ITEM_LR_SCALE = flags.DEFINE_float(
+    'pfedrec_item_lr_scale', 1.0,
+    'PFedRec: item-table Adam learning rate = learning_rate x this (the official SGD uses num_items x 80).')
 _ENCODER = flags.DEFINE_enum('encoder', 'use', list(encoders.ENCODERS), 'Text encoder (Sec. 4.3.1).')
 
 
@@ -160,6 +167,8 @@ def build_process(dataset, seed: int):
     return mf_local.build_mf_local(**common)
   if _ALGORITHM.value == 'fedncf':
     return fedncf.build_fedncf(hidden_units=_ncf_hidden_units(), **common)
+  if _ALGORITHM.value == 'pfedrec':
+    return pfedrec.build_pfedrec(item_learning_rate_scale=_PFEDREC_ITEM_LR_SCALE.value, **common)
   codes = _CODES.value or (256 if dataset.name == 'ml-100k' else 512)
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,

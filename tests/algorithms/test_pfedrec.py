@@ -44,7 +44,8 @@ def unequal_clients(split):
   for k in range(len(sizes)):
     users = np.arange(bounds[k], bounds[k + 1], dtype=np.int32)
     rows = np.isin(split.train[:, 0], users)
-    clients.append(ClientData(user_ids=users, local_users=(split.train[rows, 0] - users[0]).astype(np.int32),
+    local_users = (split.train[rows, 0] - users[0]).astype(np.int32)
+    clients.append(ClientData(user_ids=users, local_users=local_users,
                               items=split.train[rows, 1].astype(np.int32)))
   return clients
 
@@ -121,6 +122,17 @@ def test_pfedrec_round_starts_from_the_broadcast_not_the_stored_table(planted_pr
   # ... and the broadcast does matter.
   other = process.client_work(np.asarray(payload) + 0.1, stored, data)
   assert not np.allclose(np.asarray(other.upload), np.asarray(a.upload))
+
+
+def test_pfedrec_client_without_positives_returns_the_broadcast_unchanged(pfedrec_run):
+  process, (state, client_states, _) = pfedrec_run
+  data = collections.OrderedDict(local_users=np.zeros(0, np.int32), items=np.zeros(0, np.int32),
+                                 seed=np.array([0, 1], np.int32))
+  out = process.client_work(process.payload(state), client_states[0], data)
+  np.testing.assert_array_equal(np.asarray(out.upload), np.asarray(state['item_embeddings']))
+  np.testing.assert_array_equal(np.asarray(out.client_state['score_functions']),
+                                np.asarray(client_states[0]['score_functions']))
+  assert float(out.weight) == 0.0 and float(out.metrics['loss']) == 0.0
 
 
 # --- A NumPy reference of a client's round -------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed.algorithms import fedmf, fedncf, mf_local, rqfedrec
+from tff_rqfed.algorithms import fedmf, fedncf, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import partition
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import communication
@@ -168,6 +168,8 @@ SERVER_ALLOW_LIST = {
             for k, shape in enumerate(ncf.dense_shapes(D, fedncf.DEFAULT_HIDDEN_UNITS))},
          'round_num': 'int32'}, ['loss']),
     'mf_local': _state_and_metrics({'round_num': 'int32'}, ['loss']),
+    'pfedrec': _state_and_metrics(
+        {'item_embeddings': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss']),
     'rqfedrec': _state_and_metrics(
         {'codebooks': f'float32[2,{L},{M},{D}]', 'semantic_ids': f'int32[{NUM_ITEMS},{L}]',
          'collaborative_ids': f'int32[{NUM_ITEMS},{L}]', 'collaborative_rate': 'float32',
@@ -183,6 +185,7 @@ def _processes():
       'fedmf': fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedncf': fedncf.build_fedncf(num_items=NUM_ITEMS, embedding_dim=D),
       'mf_local': mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D),
+      'pfedrec': pfedrec.build_pfedrec(num_items=NUM_ITEMS, embedding_dim=D),
       'rqfedrec': rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text,
                                           embedding_dim=D, config=config),
   }

@@ -27,11 +27,11 @@ Adaptations to our protocol (each one for the same footing as FedMF and RQFedRec
   functions of the batch's users, with `training.learning_rate` and `training.weight_decay`, moments
   reset every round, one Adam state for the score functions and one for the item table (the two
   official optimisers). The official optimisers are SGD, lr 0.1 for the score function and
-  lr * num_items * lr_eta (lr_eta = 80) for the item table, with dense L2 (0 by default). Adam's steps
-  do not scale with the gradient, so the num_items * lr_eta factor that compensates the item
-  gradient's 1 / batch scale under SGD has no counterpart: both parts use the same learning rate
-  unless `item_learning_rate_scale` (default 1) multiplies the item table's. Weight decay touches only
-  the rows a batch uses (lazy), as for FedMF.
+  lr * num_items * lr_eta (lr_eta = 80) for the item table, with dense L2 (0 by default). Adam's step
+  size does not depend on the scale of the gradient, so the num_items * lr_eta factor, which sizes
+  SGD's steps on the item table's small per-row gradients, has no direct counterpart: both parts use
+  the same learning rate unless `item_learning_rate_scale` (default 1) multiplies the item table's.
+  Weight decay touches only the rows a batch uses (lazy), as for FedMF.
 - Loss: BCE over each positive and `training.num_negatives` sampled negatives (`mf.epoch_examples`,
   the exact sampler, resampled every epoch), `training.epochs` local epochs of `training.batch_size`.
   The official code draws 4 distinct negatives per positive once per round (reused by every local
@@ -41,7 +41,12 @@ Adaptations to our protocol (each one for the same footing as FedMF and RQFedRec
   N(0, init_scale^2) per user drawn from (seed, 7, user) so they do not depend on the partition, bias 0.
   The official model uses torch's defaults (`nn.Embedding` N(0, 1), `nn.Linear` U(+-1/sqrt(d))) and
   gives every user the same initial score function (a deep copy of one model).
-- Communication: the item table down and up, I d values per client per round.
+- Rounds and evaluation: every client takes part in every round (the official default
+  `clients_sample_ratio` = 1), and users are ranked by our protocol's evaluation
+  (`simulation.evaluate_scores`) instead of leave-one-out HR/NDCG against 99 sampled negatives.
+- Communication: the item table down and up, I d values per client per round. The fine-tuned table in
+  the client state is not communicated but, as TFF client state, crosses between this process and
+  the TFF worker every round (I d values in and out per client), which FedMF's user table does not.
 """
 
 from __future__ import annotations
@@ -51,7 +56,6 @@ import functools
 import math
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rqfed.federated import client_work as cw
