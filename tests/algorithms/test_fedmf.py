@@ -15,22 +15,11 @@ NUM_USERS, NUM_ITEMS, NUM_CLIENTS, D = 32, 40, 8, 8  # the planted problem of co
 TRAINING = cw.LocalTraining(epochs=1, batch_size=32, num_negatives=4, learning_rate=0.05)
 
 
-def run(process, clients, rounds, seed=0):
-  state = process.initialize()
-  client_states = process.initial_client_states(clients)
-  history = []
-  for t in range(1, rounds + 1):
-    data = process_lib.client_data_values(clients, seed=seed, round_num=t)
-    state, client_states, metrics = process.next(state, client_states, data, round_num=t)
-    history.append(metrics)
-  return state, client_states, history
-
-
 @pytest.fixture(scope='module')
 def fedmf_run(tff_context, planted_problem):
   split, clients = planted_problem
   process = fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=0)
-  return process, run(process, clients, rounds=15)
+  return process, process.run(clients, rounds=15)
 
 
 def test_fedmf_lowers_training_loss_and_beats_popularity_and_random_ranking(
@@ -69,19 +58,19 @@ def test_fedmf_same_seed_gives_identical_metrics(tff_context, planted_problem):
   results = []
   for _ in range(2):
     process = fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=3)
-    state, client_states, history = run(process, clients, rounds=2, seed=3)
+    state, client_states, history = process.run(clients, rounds=2, seed=3)
     results.append((np.asarray(state['item_embeddings']), history))
   np.testing.assert_array_equal(results[0][0], results[1][0])
   assert results[0][1] == results[1][1]
   process = fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=4)
-  state, _, history = run(process, clients, rounds=2, seed=4)
+  state, _, history = process.run(clients, rounds=2, seed=4)
   assert history != results[0][1]
 
 
 def test_mf_local_runs_and_each_client_keeps_its_own_item_table(tff_context, planted_problem):
   _, clients = planted_problem
   process = mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING)
-  state, client_states, history = run(process, clients, rounds=2)
+  state, client_states, history = process.run(clients, rounds=2)
   assert int(state['round_num']) == 0  # nothing is aggregated or updated on the server
   assert all(np.isfinite(m['loss']) for m in history)
   tables = [np.asarray(s['item_embeddings']) for s in client_states]

@@ -15,22 +15,12 @@ NUM_USERS, NUM_ITEMS, D = 32, 40, 8  # the planted problem of conftest.py
 TRAINING = cw.LocalTraining(epochs=1, batch_size=32, num_negatives=4, learning_rate=0.05)
 
 
-def run(process, clients, rounds, seed=0):
-  state, client_states = process.initialize(), process.initial_client_states(clients)
-  history = []
-  for t in range(1, rounds + 1):
-    data = process_lib.client_data_values(clients, seed=seed, round_num=t)
-    state, client_states, metrics = process.next(state, client_states, data, round_num=t)
-    history.append(metrics)
-  return state, client_states, history
-
-
 @pytest.fixture(scope='module')
 def fedncf_run(tff_context, planted_problem):
   _, clients = planted_problem
   process = fedncf.build_fedncf(num_items=NUM_ITEMS, embedding_dim=D, hidden_units=(8, 4),
                                 training=TRAINING, seed=0)
-  return process, run(process, clients, rounds=15)
+  return process, process.run(clients, rounds=15)
 
 
 def test_fedncf_lowers_training_loss_and_beats_popularity_and_random_ranking(

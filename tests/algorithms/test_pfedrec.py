@@ -20,16 +20,6 @@ NUM_USERS, NUM_ITEMS, D = 32, 40, 8  # the planted problem of conftest.py
 TRAINING = cw.LocalTraining(epochs=1, batch_size=32, num_negatives=4, learning_rate=0.05)
 
 
-def run(process, clients, rounds, seed=0):
-  state, client_states = process.initialize(), process.initial_client_states(clients)
-  history = []
-  for t in range(1, rounds + 1):
-    data = process_lib.client_data_values(clients, seed=seed, round_num=t)
-    state, client_states, metrics = process.next(state, client_states, data, round_num=t)
-    history.append(metrics)
-  return state, client_states, history
-
-
 def client_by_client(process, state, client_states, data):
   """Each client's output from the round's broadcast, computed outside the federated round."""
   payload = process.payload(state)
@@ -54,7 +44,7 @@ def unequal_clients(split):
 def pfedrec_run(tff_context, planted_problem):
   _, clients = planted_problem
   process = pfedrec.build_pfedrec(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=0)
-  return process, run(process, clients, rounds=15)
+  return process, process.run(clients, rounds=15)
 
 
 def test_pfedrec_lowers_training_loss_and_learns_the_communities(
@@ -72,7 +62,7 @@ def test_pfedrec_server_table_is_the_unweighted_mean_of_the_uploads(tff_context,
   split, _ = planted_problem
   clients = unequal_clients(split)
   process = pfedrec.build_pfedrec(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=0)
-  state, client_states, _ = run(process, clients, rounds=1)
+  state, client_states, _ = process.run(clients, rounds=1)
   data = process_lib.client_data_values(clients, seed=0, round_num=2)
   outputs = client_by_client(process, state, client_states, data)
   uploads = np.stack([np.asarray(o.upload) for o in outputs])
@@ -229,7 +219,7 @@ def test_pfedrec_same_seed_gives_identical_results(tff_context, planted_problem)
   results = []
   for seed in (3, 3, 4):
     process = pfedrec.build_pfedrec(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=seed)
-    state, client_states, history = run(process, clients, rounds=2, seed=seed)
+    state, client_states, history = process.run(clients, rounds=2, seed=seed)
     results.append((np.asarray(state['item_embeddings']),
                     process.scores(state, client_states, clients, NUM_USERS), history))
   np.testing.assert_array_equal(results[0][0], results[1][0])

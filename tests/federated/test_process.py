@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed.algorithms import fedmf, fedncf, mf_local, pfedrec, rqfedrec
+from tff_rqfed.algorithms import fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import partition
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import communication
@@ -167,6 +167,8 @@ SERVER_ALLOW_LIST = {
          **{f'shared/dense/{k}': f'float32[{",".join(map(str, shape))}]'
             for k, shape in enumerate(ncf.dense_shapes(D, fedncf.DEFAULT_HIDDEN_UNITS))},
          'round_num': 'int32'}, ['loss']),
+    'fedrap': _state_and_metrics(
+        {'item_commonality': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss', 'bce']),
     'mf_local': _state_and_metrics({'round_num': 'int32'}, ['loss']),
     'pfedrec': _state_and_metrics(
         {'item_embeddings': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss']),
@@ -184,6 +186,7 @@ def _processes():
   return {
       'fedmf': fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedncf': fedncf.build_fedncf(num_items=NUM_ITEMS, embedding_dim=D),
+      'fedrap': fedrap.build_fedrap(num_items=NUM_ITEMS, embedding_dim=D),
       'mf_local': mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D),
       'pfedrec': pfedrec.build_pfedrec(num_items=NUM_ITEMS, embedding_dim=D),
       'rqfedrec': rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text,
@@ -243,3 +246,20 @@ def test_client_fn_in_plain_tensorflow_equals_the_tff_client_work(tff_context, p
                              rtol=1e-5, atol=1e-6)
   assert float(plain.weight) == float(in_tff.weight) == 5.0
   assert not np.allclose(np.asarray(plain.client_state), user_table)  # it trained
+
+
+def test_run_gives_the_rounds_of_next_with_the_seeded_client_data(tff_context, processes):
+  proc = processes['fedmf']
+  clients = [partition.ClientData(user_ids=np.array([0, 1], np.int32),
+                                  local_users=np.array([0, 0, 1], np.int32),
+                                  items=np.array([1, 4, 2], np.int32))]
+  state, client_states, history = proc.run(clients, 2, seed=4)
+  manual_state, manual_clients = proc.initialize(), proc.initial_client_states(clients)
+  for t in (1, 2):
+    data = process.client_data_values(clients, seed=4, round_num=t)
+    manual_state, manual_clients, metrics = proc.next(manual_state, manual_clients, data, round_num=t)
+    assert history[t - 1] == metrics
+  np.testing.assert_array_equal(np.asarray(state['item_embeddings']),
+                                np.asarray(manual_state['item_embeddings']))
+  np.testing.assert_array_equal(np.asarray(client_states[0]), np.asarray(manual_clients[0]))
+  assert int(state['round_num']) == 2

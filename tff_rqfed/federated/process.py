@@ -238,6 +238,17 @@ class RecommenderProcess:
       metrics.update(info)
     return state, list(client_states), metrics
 
+  def run(self, clients, rounds: int, *, seed: int = 0):
+    """Rounds 1..`rounds` from the initial state, without evaluation (`simulation.run_simulation`
+    adds validation and early stopping): (state, client_states, per-round metrics)."""
+    state, client_states = self.initialize(), self.initial_client_states(clients)
+    history = []
+    for round_num in range(1, rounds + 1):
+      data = client_data_values(clients, seed=seed, round_num=round_num)
+      state, client_states, metrics = self.next(state, client_states, data, round_num=round_num)
+      history.append(metrics)
+    return state, client_states, history
+
   @property
   def communication(self) -> dict[str, int]:
     return communication.measure(broadcast_type=self.broadcast_type, upload_type=self.upload_type)
