@@ -468,3 +468,17 @@ def test_hash_code_ids_are_fixed_per_channel_and_ignore_text_and_training(tff_co
   assert not np.array_equal(states[-1]['codebooks'], states[0]['codebooks'])
   # Every code of every level is used by some item (40 items into 4 buckets).
   assert all(len(np.unique(semantic[:, level])) == M for level in range(L))
+
+
+def test_rq_vae_code_ids_follow_the_text_communities_and_are_refreshed(tff_context, clients):
+  # Table 6's RQ-VAE codebook: the semantic ids come from an RQ-VAE over the text embeddings, whose
+  # two communities (items 0-19 and 20-39) no first-level code mixes; the refreshes rebuild the
+  # collaborative ids the same way, and the code values train.
+  states, history = run(build(code_ids='rq_vae'), 4, clients)
+  semantic = states[0]['semantic_ids']
+  for code in np.unique(semantic[:, 0]):
+    members = np.flatnonzero(semantic[:, 0] == code)
+    assert np.all(members < 20) or np.all(members >= 20), (code, members)
+  assert not np.array_equal(semantic, build().initialize()['semantic_ids'])
+  assert ids_changed(states) == [2, 4]
+  assert history[-1]['loss'] < history[0]['loss']

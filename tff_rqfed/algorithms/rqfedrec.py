@@ -43,6 +43,10 @@ Options beyond the paper's text, each measured (see the README's results):
   item id (`hash_codes`), independent of the text and of training, so the refresh keeps them and only
   re-fits the collaborative code values; the initial code values are the residual means of the
   projected text embeddings under the hashed ids. The paper gives no more detail; this is our reading.
+* `code_ids='rq_vae'` (Table 6, "RQ-VAE codebook"): wherever RQ-kmeans would assign ids (the semantic
+  ids once, the collaborative ids at each refresh), a small RQ-VAE is trained on the same points (the
+  `kmeans_dim` principal components) and its code ids are used (`quantization.rq_vae`); code values
+  are the residual means of the d-dimensional points under them, as with `kmeans_dim`.
 * Ablations of Fig. 3: `channels='semantic'` (w/o CC), `channels='collaborative'` (w/o SC),
   `fix_collaborative_ids` (Fix CC: ids built at the first refresh and never again),
   `item_embedding=False` (w/o IE: codebooks trained directly on the interactions). `w/o C` is FedMF.
@@ -66,6 +70,7 @@ from tff_rqfed.federated import process
 from tff_rqfed.models import mf
 from tff_rqfed.quantization import codebooks as cb
 from tff_rqfed.quantization import rq_kmeans
+from tff_rqfed.quantization import rq_vae
 
 CODEBOOK_ITEMS = ('positives', 'trained')
 CODEBOOK_FITS = ('blockwise', 'adam')
@@ -73,7 +78,7 @@ REFRESH_VALUES = ('lstsq', 'centres')
 WARMUP_FROM = ('zero', 'first_refresh')
 CHANNELS = ('both', 'semantic', 'collaborative')
 SEMANTIC_INITS = ('projection', 'random')
-CODE_IDS = ('rq_kmeans', 'hash')
+CODE_IDS = ('rq_kmeans', 'hash', 'rq_vae')
 PAYLOAD_KEYS = ('codebooks', 'semantic_ids', 'collaborative_ids', 'collaborative_rate')
 
 
@@ -109,7 +114,7 @@ class RQConfig:
   kmeans_iterations: int = 50
   kmeans_dim: int = 64  # RQ-kmeans on the top-k principal components; 0 (or >= d): all d dimensions
   unique_codes: bool = False  # no two items share all L codes of a channel (rq_kmeans.make_codes_unique)
-  code_ids: str = 'rq_kmeans'  # Table 6: 'hash' assigns code ids by hashing item ids instead
+  code_ids: str = 'rq_kmeans'  # Table 6: 'hash' (item ids hashed) or 'rq_vae' (rq_vae.rq_vae_codes)
 
   def __post_init__(self):
     for name, allowed in (('codebook_items', CODEBOOK_ITEMS), ('codebook_fit', CODEBOOK_FITS),
@@ -172,7 +177,8 @@ def quantise(points, *, config: RQConfig, seed: int, channel: int = cb.SEMANTIC)
   With 0 < `config.kmeans_dim` < min(I, d) the ids come from RQ-kmeans on the points' top
   `kmeans_dim` principal components (scikit-learn's PCA, exact SVD) and the centres are the residual
   means of the d-dimensional points under those ids. With `config.code_ids='hash'` the ids are
-  `hash_codes` of `channel` (the points only give the centres).
+  `hash_codes` of `channel` (the points only give the centres); with `'rq_vae'` they are the code ids
+  of an RQ-VAE trained on the (reduced) points.
   """
   points = np.asarray(points, np.float32)
   if config.code_ids == 'hash':
@@ -185,6 +191,10 @@ def quantise(points, *, config: RQConfig, seed: int, channel: int = cb.SEMANTIC)
   if 0 < config.kmeans_dim < min(points.shape):  # PCA has at most min(I, d) components.
     pca = decomposition.PCA(n_components=config.kmeans_dim, svd_solver='full')
     clustered = pca.fit_transform(points).astype(np.float32)
+  if config.code_ids == 'rq_vae':
+    codes, _ = rq_vae.rq_vae_codes(clustered, levels=config.levels,
+                                   codes_per_level=config.codes_per_level, seed=seed)
+    return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
   result = rq_kmeans.rq_kmeans(clustered, **options)
   codes = result.codes.astype(np.int32)
   if config.unique_codes:
