@@ -1,6 +1,6 @@
 r"""Seconds per federated round, split into stages, with TFF's overhead against plain TensorFlow.
 
-  .venv/bin/python -m benchmarks.round_speed [--algorithms=fedmf,rqfedrec,mf_local] \
+  .venv/bin/python -m benchmarks.round_speed [--algorithms=fedmf,rqfedrec,mf_local,fedncf,pfedrec,fedrap] \
       [--dataset=ml-100k] [--partition=blocks] [--clients=100] [--rounds=5] \
       [--max_concurrent_computation_calls=-1] [--intra_op_threads=0] [--inter_op_threads=0]
 
@@ -44,14 +44,15 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rqfed import execution, results_io, simulation
-from tff_rqfed.algorithms import fedmf, mf_local, rqfedrec
+from tff_rqfed.algorithms import fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import movielens, partition, protocols, text
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import process as process_lib
 from tff_rqfed.models import mf
 from tff_rqfed.semantic import encoders
 
-ALGORITHMS = ('fedmf', 'rqfedrec', 'mf_local')
+ALGORITHMS = ('fedmf', 'rqfedrec', 'mf_local', 'fedncf', 'pfedrec', 'fedrap')
+BASELINES = {'fedncf': fedncf.build_fedncf, 'pfedrec': pfedrec.build_pfedrec, 'fedrap': fedrap.build_fedrap}
 _ALGORITHMS = flags.DEFINE_list('algorithms', list(ALGORITHMS), f'Subset of {ALGORITHMS}.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset.')
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
@@ -83,6 +84,8 @@ def build(name, dataset, embeddings):
     return fedmf.build_fedmf(**common)
   if name == 'mf_local':
     return mf_local.build_mf_local(**common)
+  if name in BASELINES:
+    return BASELINES[name](**common)
   codes = 256 if dataset.name == 'ml-100k' else 512
   config = rqfedrec.RQConfig(codes_per_level=codes, refresh_every=_REFRESH.value)
   return rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=config, **common)
@@ -175,9 +178,10 @@ def time_plain(process, state, client_states, clients, extra_stages):
   outputs, client_s = _time_clients(process.client_fn, args, threads)
   start = time.perf_counter()
   weights = np.array([float(o.weight) for o in outputs])
-  if process.upload_type is not None:
-    uploads = [np.asarray(o.upload) for o in outputs]
-    _ = sum(w * u for w, u in zip(weights, uploads)) / weights.sum()
+  if process.upload_type is not None:  # the weighted mean of every uploaded tensor
+    uploads = [tf.nest.map_structure(np.asarray, o.upload) for o in outputs]
+    _ = tf.nest.map_structure(
+        lambda *parts: sum(w * part for w, part in zip(weights, parts)) / weights.sum(), *uploads)
   mean_s = time.perf_counter() - start
   result = {'plain_client_s': client_s, 'plain_mean_s': mean_s, 'plain_round_s': client_s + mean_s}
   for name, stage in extra_stages.items():
