@@ -74,23 +74,15 @@ def train_local(score_functions, personal, common, local_users, positives, seed,
     steps of the batch objective and of its BCE part (float32 scalars).
   """
   num_users, num_items = tf.shape(score_functions)[0], tf.shape(common)[0]
-  n = tf.size(positives)
-  positive_mask = tf.scatter_nd(
-      tf.stack([local_users, positives], axis=1), tf.ones([n], tf.int32), [num_users, num_items]) > 0
-  examples = n * (1 + num_negatives)
-  steps_per_epoch = (examples + batch_size - 1) // batch_size
-  total_steps = steps_per_epoch * epochs
-  drawn = [mf.epoch_examples(local_users, positives, positive_mask, epoch=epoch, seed=seed,
-                             num_negatives=num_negatives) for epoch in range(epochs)]
-  batch_users = tf.concat([e[0] for e in drawn], 0)
-  batch_items = tf.concat([e[1] for e in drawn], 0)
-  labels = tf.concat([e[2] for e in drawn], 0)
+  examples = mf.round_examples(local_users, positives, num_users=num_users, num_items=num_items,
+                               epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
+                               seed=seed)
+  batch_users, batch_items, labels = examples.users, examples.items, examples.labels
   touched, compact_items = tf.unique(batch_items)
   adam = dict(learning_rate=learning_rate, weight_decay=weight_decay, in_place=True)
 
   def body(step, s_t, sm, sv, d_t, dm, dv, c_t, cm, cv, loss_sum, bce_sum):
-    start = (step // steps_per_epoch) * examples + (step % steps_per_epoch) * batch_size
-    end = tf.minimum(start + batch_size, (step // steps_per_epoch + 1) * examples)
+    start, end = examples.batch(step)
     bu, bi, by = batch_users[start:end], compact_items[start:end], labels[start:end]
     w, p, c = tf.gather(s_t, bu), tf.gather(d_t, bi), tf.gather(c_t, bi)
     with tf.GradientTape() as tape:
@@ -108,10 +100,10 @@ def train_local(score_functions, personal, common, local_users, positives, seed,
   d_0, c_0 = tf.gather(personal, touched), tf.gather(common, touched)
   zeros = mf.fresh_zeros
   final = tf.while_loop(
-      lambda step, *_: step < total_steps, body,
+      lambda step, *_: step < examples.total_steps, body,
       (tf.constant(0), s_0, zeros(s_0), zeros(s_0), d_0, zeros(d_0), zeros(d_0),
        c_0, zeros(c_0), zeros(c_0), tf.constant(0.0), tf.constant(0.0)))
   personal = tf.tensor_scatter_nd_update(personal, touched[:, None], final[4])
   common = tf.tensor_scatter_nd_update(common, touched[:, None], final[7])
-  steps = tf.cast(tf.maximum(total_steps, 1), tf.float32)
+  steps = tf.cast(tf.maximum(examples.total_steps, 1), tf.float32)
   return final[1], personal, common, final[10] / steps, final[11] / steps

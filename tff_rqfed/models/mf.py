@@ -28,6 +28,8 @@ the size of the item table; copying the table and both moments at every step, as
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from tff_rqfed import random_streams
@@ -185,6 +187,50 @@ def epoch_examples(local_users, items, positive_mask, *, epoch: int, seed, num_n
   return tf.gather(users, order), tf.gather(all_items, order), tf.gather(labels, order)
 
 
+class RoundExamples(NamedTuple):
+  """All epochs' examples of one client's local training, in step order, and its step schedule.
+
+  `users`, `items`: int32[epochs * E], `labels`: float32[epochs * E] (E = n (1 + N) examples per
+  epoch, `epoch_examples`); a step's batch is `batch(step)`, which never crosses an epoch.
+  """
+
+  users: tf.Tensor
+  items: tf.Tensor
+  labels: tf.Tensor
+  per_epoch: tf.Tensor  # E
+  steps_per_epoch: tf.Tensor
+  total_steps: tf.Tensor
+  batch_size: int
+
+  def batch(self, step):
+    """(start, end) of the examples of step `step` (0-based)."""
+    epoch, within = step // self.steps_per_epoch, step % self.steps_per_epoch
+    start = epoch * self.per_epoch + within * self.batch_size
+    return start, tf.minimum(start + self.batch_size, (epoch + 1) * self.per_epoch)
+
+
+def round_examples(local_users, positives, *, num_users, num_items, epochs: int, batch_size: int,
+                   num_negatives: int, seed) -> RoundExamples:
+  """Draws every epoch's examples up front (`epoch_examples`) for the local loops of every model.
+
+  Args:
+    local_users, positives: int32[n] the client's training positives.
+    num_users, num_items: U_k and I (scalars), the shape of the client's positive mask.
+  """
+  n = tf.size(positives)
+  positive_mask = tf.scatter_nd(
+      tf.stack([local_users, positives], axis=1), tf.ones([n], tf.int32), [num_users, num_items]
+  ) > 0
+  per_epoch = n * (1 + num_negatives)
+  steps_per_epoch = (per_epoch + batch_size - 1) // batch_size
+  drawn = [epoch_examples(local_users, positives, positive_mask, epoch=epoch, seed=seed,
+                          num_negatives=num_negatives) for epoch in range(epochs)]
+  return RoundExamples(
+      users=tf.concat([e[0] for e in drawn], 0), items=tf.concat([e[1] for e in drawn], 0),
+      labels=tf.concat([e[2] for e in drawn], 0), per_epoch=per_epoch,
+      steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * epochs, batch_size=batch_size)
+
+
 def train_local(
     user_embeddings: tf.Tensor,
     params: tf.Tensor,
@@ -225,19 +271,10 @@ def train_local(
   coefficients = tf.convert_to_tensor(coefficients, tf.float32)
   num_terms = rows.shape[1] if rows.shape[1] is not None else tf.shape(rows)[1]
   d = tf.shape(params)[1]
-  n = tf.size(items)
-  positive_mask = tf.scatter_nd(
-      tf.stack([local_users, items], axis=1), tf.ones([n], tf.int32), [num_users, num_items]
-  ) > 0
-  examples = n * (1 + num_negatives)
-  steps_per_epoch = (examples + batch_size - 1) // batch_size
-  total_steps = steps_per_epoch * epochs
-
-  drawn = [epoch_examples(local_users, items, positive_mask, epoch=epoch, seed=seed,
-                          num_negatives=num_negatives) for epoch in range(epochs)]
-  users = tf.concat([e[0] for e in drawn], 0)
-  batch_items = tf.concat([e[1] for e in drawn], 0)
-  labels = tf.concat([e[2] for e in drawn], 0)
+  examples = round_examples(local_users, items, num_users=num_users, num_items=num_items,
+                            epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
+                            seed=seed)
+  users, batch_items, labels = examples.users, examples.items, examples.labels
   trained = tf.scatter_nd(batch_items[:, None], tf.ones_like(batch_items), [num_items]) > 0
   # The parameter rows any example uses, and each example's rows as positions in that compact table.
   touched, compact_rows = tf.unique(tf.reshape(tf.gather(rows, batch_items), [-1]))
@@ -245,8 +282,7 @@ def train_local(
   example_coef = tf.gather(coefficients, batch_items)
 
   def body(step, users_t, um, uv, params_t, pm, pv, loss_sum):
-    start = (step // steps_per_epoch) * examples + (step % steps_per_epoch) * batch_size
-    end = tf.minimum(start + batch_size, (step // steps_per_epoch + 1) * examples)
+    start, end = examples.batch(step)
     bu, by = users[start:end], labels[start:end]
     item_rows = tf.reshape(compact_rows[start:end], [-1])
     item_coef = example_coef[start:end]
@@ -273,13 +309,13 @@ def train_local(
   compact = tf.gather(params, touched)
   users_t = tf.raw_ops.DeepCopy(x=user_embeddings)
   final = tf.while_loop(
-      lambda step, *_: step < total_steps,
+      lambda step, *_: step < examples.total_steps,
       body,
       (tf.constant(0), users_t, fresh_zeros(users_t), fresh_zeros(users_t),
        compact, fresh_zeros(compact), fresh_zeros(compact), tf.constant(0.0)),
   )
   params = tf.tensor_scatter_nd_update(params, touched[:, None], final[4])
-  mean_loss = final[7] / tf.cast(tf.maximum(total_steps, 1), tf.float32)
+  mean_loss = final[7] / tf.cast(tf.maximum(examples.total_steps, 1), tf.float32)
   return final[1], params, mean_loss, trained
 
 

@@ -87,24 +87,16 @@ def train_local(users, items, dense_weights, local_users, positives, seed, *, ep
     (users, items, dense_weights, mean_loss: float32).
   """
   num_users, num_items = tf.shape(users)[0], tf.shape(items)[0]
-  n = tf.size(positives)
-  positive_mask = tf.scatter_nd(
-      tf.stack([local_users, positives], axis=1), tf.ones([n], tf.int32), [num_users, num_items]) > 0
-  examples = n * (1 + num_negatives)
-  steps_per_epoch = (examples + batch_size - 1) // batch_size
-  total_steps = steps_per_epoch * epochs
-  drawn = [mf.epoch_examples(local_users, positives, positive_mask, epoch=epoch, seed=seed,
-                             num_negatives=num_negatives) for epoch in range(epochs)]
-  batch_users = tf.concat([e[0] for e in drawn], 0)
-  batch_items = tf.concat([e[1] for e in drawn], 0)
-  labels = tf.concat([e[2] for e in drawn], 0)
+  examples = mf.round_examples(local_users, positives, num_users=num_users, num_items=num_items,
+                               epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
+                               seed=seed)
+  batch_users, batch_items, labels = examples.users, examples.items, examples.labels
   touched, compact_items = tf.unique(batch_items)
   num_dense = len(dense_weights)
 
   def body(step, users_t, um, uv, items_t, im, iv, loss_sum, *dense):
     weights, m, v = (list(dense[k * num_dense:(k + 1) * num_dense]) for k in range(3))
-    start = (step // steps_per_epoch) * examples + (step % steps_per_epoch) * batch_size
-    end = tf.minimum(start + batch_size, (step // steps_per_epoch + 1) * examples)
+    start, end = examples.batch(step)
     bu, bi, by = batch_users[start:end], compact_items[start:end], labels[start:end]
     u, q = tf.gather(users_t, bu), tf.gather(items_t, bi)
     with tf.GradientTape() as tape:
@@ -128,10 +120,10 @@ def train_local(users, items, dense_weights, local_users, positives, seed, *, ep
   users_t = tf.raw_ops.DeepCopy(x=users)
   zeros = [tf.zeros_like(w) for w in dense_weights]
   final = tf.while_loop(
-      lambda step, *_: step < total_steps, body,
+      lambda step, *_: step < examples.total_steps, body,
       (tf.constant(0), users_t, mf.fresh_zeros(users_t), mf.fresh_zeros(users_t), compact,
        mf.fresh_zeros(compact), mf.fresh_zeros(compact), tf.constant(0.0),
        *dense_weights, *zeros, *zeros))
   items = tf.tensor_scatter_nd_update(items, touched[:, None], final[4])
-  mean_loss = final[7] / tf.cast(tf.maximum(total_steps, 1), tf.float32)
+  mean_loss = final[7] / tf.cast(tf.maximum(examples.total_steps, 1), tf.float32)
   return final[1], items, list(final[8:8 + num_dense]), mean_loss
