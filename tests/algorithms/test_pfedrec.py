@@ -234,7 +234,7 @@ def test_pfedrec_initial_score_functions_do_not_depend_on_the_partition():
                    items=np.zeros(0, np.int32))
   block = ClientData(user_ids=np.arange(4, 8, dtype=np.int32), local_users=np.zeros(0, np.int32),
                      items=np.zeros(0, np.int32))
-  a, b = pfedrec.initial_score_functions([one, block], embedding_dim=D, init_scale=0.1, seed=0)
+  a, b = cw.initial_score_functions([one, block], embedding_dim=D, init_scale=0.1, seed=0)
   assert a.shape == (1, D + 1) and b.shape == (4, D + 1)
   np.testing.assert_array_equal(a[0], b[1])
   assert np.all(a[:, D] == 0) and a[0, :D].std() > 0.03

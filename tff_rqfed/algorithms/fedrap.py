@@ -176,11 +176,9 @@ def initial_client_states(clients, *, num_items: int, embedding_dim: int, init_s
   N(0, init_scale^2) from (seed, 6, its first user), a stream apart from C's (seed, 2).
   """
   states = []
-  for client in clients:
-    scores = np.zeros((len(client.user_ids), embedding_dim + 1), np.float32)
-    for row, user in enumerate(client.user_ids):
-      scores[row, :embedding_dim] = np.random.default_rng([seed, 7, int(user)]).normal(
-          0.0, init_scale, embedding_dim)
+  score_functions = cw.initial_score_functions(
+      clients, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed)
+  for client, scores in zip(clients, score_functions):
     first_user = int(client.user_ids[0]) if len(client.user_ids) else 0
     personal = np.random.default_rng([seed, 6, first_user]).normal(
         0.0, init_scale, (num_items, embedding_dim)).astype(np.float32)

@@ -62,7 +62,6 @@ from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import process
 from tff_rqfed.models import pfedrec_model
 
-SCORE_SEED_STREAM = 7  # np.random.default_rng([seed, 7, user]): a user's initial score weights
 
 
 def client_update(item_embeddings, client_state, data, *, training: cw.LocalTraining,
@@ -84,19 +83,6 @@ def client_update(item_embeddings, client_state, data, *, training: cw.LocalTrai
       upload=items, weight=cw.example_weight(data),
       client_state=collections.OrderedDict(score_functions=scores, item_embeddings=items),
       metrics=cw.metrics(loss=loss))
-
-
-def initial_score_functions(clients, *, embedding_dim: int, init_scale: float,
-                            seed: int) -> list[np.ndarray]:
-  """float32[U_k, d + 1] per client: weights N(0, init_scale^2) from (seed, 7, global user), bias 0."""
-  tables = []
-  for client in clients:
-    table = np.zeros((len(client.user_ids), embedding_dim + 1), np.float32)
-    for row, user in enumerate(client.user_ids):
-      rng = np.random.default_rng([seed, SCORE_SEED_STREAM, int(user)])
-      table[row, :embedding_dim] = rng.normal(0.0, init_scale, embedding_dim)
-    tables.append(table)
-  return tables
 
 
 def personal_scores(client_states, clients, num_users: int, num_items: int) -> np.ndarray:
@@ -165,7 +151,7 @@ def build_pfedrec(
   initial_state = collections.OrderedDict(item_embeddings=initial_items, round_num=np.int32(0))
 
   def initial_client_states(clients):
-    score_functions = initial_score_functions(clients, embedding_dim=d, init_scale=init_scale,
+    score_functions = cw.initial_score_functions(clients, embedding_dim=d, init_scale=init_scale,
                                               seed=seed)
     return [collections.OrderedDict(score_functions=s, item_embeddings=initial_items.copy())
             for s in score_functions]

@@ -55,6 +55,21 @@ def initial_user_embeddings(clients, *, embedding_dim: int, init_scale: float, s
   return tables
 
 
+def initial_score_functions(clients, *, embedding_dim: int, init_scale: float,
+                            seed: int) -> list[np.ndarray]:
+  """float32[U_k, d + 1] per client: a private score function (weight ; bias) per user, as PFedRec's
+  and FedRAP's `affine_output`; weights N(0, init_scale^2) from (seed, 7, global user), so a user's
+  start does not depend on the partition, bias 0."""
+  tables = []
+  for client in clients:
+    table = np.zeros((len(client.user_ids), embedding_dim + 1), np.float32)
+    for row, user in enumerate(client.user_ids):
+      rng = np.random.default_rng([seed, 7, int(user)])
+      table[row, :embedding_dim] = rng.normal(0.0, init_scale, embedding_dim)
+    tables.append(table)
+  return tables
+
+
 def initial_item_embeddings(num_items: int, *, embedding_dim: int, init_scale: float, seed: int) -> np.ndarray:
   """float32[I, d] N(0, init_scale^2) item table."""
   return np.random.default_rng([seed, 2]).normal(0.0, init_scale, (num_items, embedding_dim)).astype(np.float32)
