@@ -52,7 +52,6 @@ def build_fedmf(
     return state['item_embeddings']
 
   client_fn = functools.partial(client_update, training=training)
-  client_work = process.client_computation(client_fn, item_type, user_type)
 
   @tff.tensorflow.computation(state_type, item_type)
   def server_update(state, mean_items):
@@ -74,16 +73,7 @@ def build_fedmf(
     users = cw.stack_users(client_states, clients, num_users, embedding_dim)
     return users @ np.asarray(state['item_embeddings']).T
 
-  return process.RecommenderProcess(
-      name='fedmf',
-      iterative_process=process.build_round_process(
-          initial_state=initial_state, server_state_type=state_type, client_state_type=user_type,
-          server_payload=server_payload, client_work=client_work, server_update=server_update),
-      client_work=client_work,
-      client_fn=client_fn,
-      server_payload=server_payload,
-      initial_client_states=initial_client_states,
-      scores=scores,
-      broadcast_type=server_payload.type_signature.result,
-      upload_type=client_work.type_signature.result[0],
-  )
+  return process.build_recommender_process(
+      name='fedmf', initial_state=initial_state, server_state_type=state_type,
+      client_state_type=user_type, server_payload=server_payload, client_fn=client_fn,
+      server_update=server_update, initial_client_states=initial_client_states, scores=scores)

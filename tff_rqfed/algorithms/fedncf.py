@@ -84,7 +84,6 @@ def build_fedncf(
     return state['shared']
 
   client_fn = functools.partial(client_update, training=training)
-  client_work = process.client_computation(client_fn, shared_type, user_type)
 
   @tff.tensorflow.computation(state_type, shared_type)
   def server_update(state, mean_shared):
@@ -103,19 +102,10 @@ def build_fedncf(
     users = cw.stack_users(client_states, clients, num_users, 2 * d)
     return neumf_scores(users, state['shared'])
 
-  return process.RecommenderProcess(
-      name='fedncf',
-      iterative_process=process.build_round_process(
-          initial_state=initial_state, server_state_type=state_type, client_state_type=user_type,
-          server_payload=server_payload, client_work=client_work, server_update=server_update),
-      client_work=client_work,
-      client_fn=client_fn,
-      server_payload=server_payload,
-      initial_client_states=initial_client_states,
-      scores=scores,
-      broadcast_type=server_payload.type_signature.result,
-      upload_type=client_work.type_signature.result[0],
-  )
+  return process.build_recommender_process(
+      name='fedncf', initial_state=initial_state, server_state_type=state_type,
+      client_state_type=user_type, server_payload=server_payload, client_fn=client_fn,
+      server_update=server_update, initial_client_states=initial_client_states, scores=scores)
 
 
 def neumf_scores(users: np.ndarray, shared, *, users_per_chunk: int = 64) -> np.ndarray:

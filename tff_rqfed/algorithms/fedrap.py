@@ -127,8 +127,6 @@ def build_fedrap(
   item_type = tff.TensorType(np.float32, [num_items, d])
   state_type = tff.types.to_type(collections.OrderedDict(
       item_commonality=item_type, round_num=tff.TensorType(np.int32)))
-  payload_type = tff.types.to_type(collections.OrderedDict(
-      item_commonality=item_type, lam=tff.TensorType(np.float32), mu=tff.TensorType(np.float32)))
   client_state_type = tff.types.to_type(collections.OrderedDict(
       score_functions=tff.TensorType(np.float32, [None, d + 1]), personal_items=item_type))
 
@@ -138,7 +136,6 @@ def build_fedrap(
     return collections.OrderedDict(item_commonality=state['item_commonality'], lam=lam_t, mu=mu_t)
 
   client_fn = functools.partial(client_update, training=training)
-  client_work = process.client_computation(client_fn, payload_type, client_state_type)
 
   @tff.tensorflow.computation(state_type, item_type)
   def server_update(state, mean_commonality):
@@ -149,23 +146,14 @@ def build_fedrap(
           num_items, embedding_dim=d, init_scale=init_scale, seed=seed),
       round_num=np.int32(0))
 
-  return process.RecommenderProcess(
-      name='fedrap',
-      iterative_process=process.build_round_process(
-          initial_state=initial_state, server_state_type=state_type,
-          client_state_type=client_state_type, server_payload=server_payload,
-          client_work=client_work, server_update=server_update,
-          aggregator=tff.aggregators.UnweightedMeanFactory()),
-      client_work=client_work,
-      client_fn=client_fn,
-      server_payload=server_payload,
+  return process.build_recommender_process(
+      name='fedrap', initial_state=initial_state, server_state_type=state_type,
+      client_state_type=client_state_type, server_payload=server_payload, client_fn=client_fn,
+      server_update=server_update,
       initial_client_states=functools.partial(
           initial_client_states, num_items=num_items, embedding_dim=d, init_scale=init_scale,
           seed=seed),
-      scores=fedrap_scores,
-      broadcast_type=server_payload.type_signature.result,
-      upload_type=client_work.type_signature.result[0],
-  )
+      scores=fedrap_scores, aggregator=tff.aggregators.UnweightedMeanFactory())
 
 
 def initial_client_states(clients, *, num_items: int, embedding_dim: int, init_scale: float,

@@ -54,7 +54,6 @@ def build_mf_local(
     return state['round_num']
 
   client_fn = functools.partial(client_update, training=training)
-  client_work = process.client_computation(client_fn, tff.TensorType(np.int32), client_state_type)
 
   initial_items = cw.initial_item_embeddings(
       num_items, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
@@ -76,17 +75,8 @@ def build_mf_local(
           client_state['item_embeddings']).T
     return result
 
-  return process.RecommenderProcess(
-      name='mf_local',
-      iterative_process=process.build_round_process(
-          initial_state=collections.OrderedDict(round_num=np.int32(0)), server_state_type=state_type,
-          client_state_type=client_state_type, server_payload=server_payload,
-          client_work=client_work, server_update=None),
-      client_work=client_work,
-      client_fn=client_fn,
-      server_payload=server_payload,
-      initial_client_states=initial_client_states,
-      scores=scores,
-      broadcast_type=server_payload.type_signature.result,
-      upload_type=None,
-  )
+  return process.build_recommender_process(
+      name='mf_local', initial_state=collections.OrderedDict(round_num=np.int32(0)),
+      server_state_type=state_type, client_state_type=client_state_type,
+      server_payload=server_payload, client_fn=client_fn, server_update=None,
+      initial_client_states=initial_client_states, scores=scores)

@@ -140,7 +140,6 @@ def build_pfedrec(
 
   client_fn = functools.partial(client_update, training=training,
                                 item_learning_rate_scale=float(item_learning_rate_scale))
-  client_work = process.client_computation(client_fn, item_type, client_state_type)
 
   @tff.tensorflow.computation(state_type, item_type)
   def server_update(state, mean_items):
@@ -160,18 +159,8 @@ def build_pfedrec(
     del state  # each user is scored with its own client's fine-tuned table, not the server's
     return personal_scores(client_states, clients, num_users, num_items)
 
-  return process.RecommenderProcess(
-      name='pfedrec',
-      iterative_process=process.build_round_process(
-          initial_state=initial_state, server_state_type=state_type,
-          client_state_type=client_state_type, server_payload=server_payload,
-          client_work=client_work, server_update=server_update,
-          aggregator=tff.aggregators.UnweightedMeanFactory()),
-      client_work=client_work,
-      client_fn=client_fn,
-      server_payload=server_payload,
-      initial_client_states=initial_client_states,
-      scores=scores,
-      broadcast_type=server_payload.type_signature.result,
-      upload_type=client_work.type_signature.result[0],
-  )
+  return process.build_recommender_process(
+      name='pfedrec', initial_state=initial_state, server_state_type=state_type,
+      client_state_type=client_state_type, server_payload=server_payload, client_fn=client_fn,
+      server_update=server_update, initial_client_states=initial_client_states, scores=scores,
+      aggregator=tff.aggregators.UnweightedMeanFactory())

@@ -321,7 +321,6 @@ def build_rqfedrec(
     return collections.OrderedDict((key, state[key]) for key in PAYLOAD_KEYS)
 
   client_fn = functools.partial(client_update, num_items=num_items, config=config, training=training)
-  client_work = process.client_computation(client_fn, payload_type, user_type)
 
   @tff.tensorflow.computation(state_type, payload_type.codebooks)
   def server_update(state, mean_codebooks):  # Eq. 8 happened in the aggregator.
@@ -343,20 +342,11 @@ def build_rqfedrec(
                                  state['collaborative_ids'], state['collaborative_rate']).numpy()
     return users @ items.T
 
-  return process.RecommenderProcess(
-      name='rqfedrec',
-      iterative_process=process.build_round_process(
-          initial_state=initial_state, server_state_type=state_type, client_state_type=user_type,
-          server_payload=server_payload, client_work=client_work, server_update=server_update),
-      client_work=client_work,
-      client_fn=client_fn,
-      server_payload=server_payload,
-      initial_client_states=initial_client_states,
-      scores=scores,
-      broadcast_type=server_payload.type_signature.result,
-      upload_type=client_work.type_signature.result[0],
-      after_round=CollaborativeRefresh(config=config, seed=seed),
-  )
+  return process.build_recommender_process(
+      name='rqfedrec', initial_state=initial_state, server_state_type=state_type,
+      client_state_type=user_type, server_payload=server_payload, client_fn=client_fn,
+      server_update=server_update, initial_client_states=initial_client_states, scores=scores,
+      after_round=CollaborativeRefresh(config=config, seed=seed))
 
 
 def server_types(*, num_items: int, embedding_dim: int, config: RQConfig):

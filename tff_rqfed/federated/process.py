@@ -187,6 +187,46 @@ def _build_process(initial_state, round_fn: tff.Computation,
   return tff.templates.IterativeProcess(initialize, round_fn)
 
 
+def build_recommender_process(
+    *,
+    name: str,
+    initial_state,
+    server_state_type,
+    client_state_type,
+    server_payload: tff.Computation,
+    client_fn: Callable[..., ClientOutput],
+    server_update: tff.Computation | None,
+    initial_client_states: Callable[..., list],
+    scores: Callable[..., np.ndarray],
+    aggregator=None,
+    after_round: Callable[..., tuple[Any, dict]] | None = None,
+) -> 'RecommenderProcess':
+  """A `RecommenderProcess` from an algorithm's named pieces.
+
+  The clients' computation is `client_fn` over what `server_payload` broadcasts
+  (`client_computation`), the round is `build_round_process` (see it for the arguments), and the
+  communicated types are read from the two: the broadcast is `server_payload`'s result, the upload
+  the client work's `upload` (none without a `server_update`).
+  """
+  broadcast_type = server_payload.type_signature.result
+  client_work = client_computation(client_fn, broadcast_type, client_state_type)
+  return RecommenderProcess(
+      name=name,
+      iterative_process=build_round_process(
+          initial_state=initial_state, server_state_type=server_state_type,
+          client_state_type=client_state_type, server_payload=server_payload,
+          client_work=client_work, server_update=server_update, aggregator=aggregator),
+      client_work=client_work,
+      client_fn=client_fn,
+      server_payload=server_payload,
+      initial_client_states=initial_client_states,
+      scores=scores,
+      broadcast_type=broadcast_type,
+      upload_type=None if server_update is None else client_work.type_signature.result.upload,
+      after_round=after_round,
+  )
+
+
 def algorithm_state(state) -> collections.OrderedDict:
   """The algorithm's fields of a round's server state (without the aggregator's state)."""
   return collections.OrderedDict((k, v) for k, v in dict(state).items() if k != AGGREGATOR_STATE)
