@@ -1,6 +1,7 @@
 """Shared pytest set-up: quiet TensorFlow, one TFF execution context, and no worker left behind."""
 
 import os
+import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -15,6 +16,33 @@ def tff_context():
   execution.set_execution_context()
   yield
   execution.kill_workers()
+
+
+def _worker_running(pid):
+  """True while `pid` is a running (not zombie) TFF worker; a reused PID is not the worker."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      running = f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      return running and b'worker_binary' in f.read()
+  except OSError:
+    return False
+
+
+def _workers_running_after(pids, *, timeout):
+  """Waits up to `timeout` s for every TFF worker in `pids` to exit; returns those still running."""
+  deadline = time.monotonic() + timeout
+  while True:
+    left = [pid for pid in pids if _worker_running(pid)]
+    if not left or time.monotonic() > deadline:
+      return left
+    time.sleep(0.05)
+
+
+@pytest.fixture(scope='session')
+def workers_running_after():
+  """`(pids, *, timeout) -> pids` of the TFF workers still running after waiting for them to exit."""
+  return _workers_running_after
 
 
 def pytest_sessionfinish(session, exitstatus):

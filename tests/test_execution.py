@@ -14,7 +14,6 @@ import select
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -52,27 +51,6 @@ _SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _worker_alive(pid):
-  """True while `pid` is a running (not zombie) TFF worker; a reused PID is not the worker."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      running = f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    with open(f'/proc/{pid}/cmdline', 'rb') as f:
-      return running and b'worker_binary' in f.read()
-  except OSError:
-    return False
-
-
-def _workers_left(pids, timeout):
-  """Waits up to `timeout` s for every worker in `pids` to exit; returns those still running."""
-  deadline = time.monotonic() + timeout
-  while True:
-    left = [pid for pid in pids if _worker_alive(pid)]
-    if not left or time.monotonic() > deadline:
-      return left
-    time.sleep(0.05)
-
-
 @pytest.fixture(scope='module')
 def report():
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
@@ -87,22 +65,23 @@ def report():
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_kill_workers_stops_the_worker_that_ran_a_computation(report):
+def test_kill_workers_stops_the_worker_that_ran_a_computation(report, workers_running_after):
   assert report['first_result'] == 42
   assert len(report['first']) >= 1
   assert report['killed'] == len(report['first'])
   assert report['after_kill'] == []
-  assert not any(_worker_alive(pid) for pid in report['first'])
+  assert workers_running_after(report['first'], timeout=0) == []
 
 
-def test_process_exit_without_kill_workers_stops_the_worker_and_releases_pipes(report):
+def test_process_exit_without_kill_workers_stops_the_worker_and_releases_pipes(
+    report, workers_running_after):
   # The fixture already checked that the subprocess exited and its pipes closed in time.
   assert report['second_result'] == 2
   assert len(report['second']) >= 1
   assert set(report['second']).isdisjoint(report['first'])
   # The atexit hook kills and reaps the worker before the subprocess exits, so it is gone by now;
   # the short deadline only covers the kernel tearing it down.
-  leftover = _workers_left(report['second'], timeout=5)
+  leftover = workers_running_after(report['second'], timeout=5)
   for pid in leftover:  # do not leave a stray worker on the machine if the test fails
     try:
       os.kill(pid, 9)

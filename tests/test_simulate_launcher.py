@@ -177,23 +177,7 @@ def _wait_for(condition, *, timeout, poll=0.2):
   return value
 
 
-def _worker_running(pid):
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      running = f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    with open(f'/proc/{pid}/cmdline', 'rb') as f:
-      return running and b'worker_binary' in f.read()
-  except OSError:
-    return False
-
-
-def _running_after(pids, *, timeout):
-  """The TFF workers among `pids` still running after waiting up to `timeout` s for them to exit."""
-  _wait_for(lambda: not any(_worker_running(pid) for pid in pids), timeout=timeout, poll=0.05)
-  return [pid for pid in pids if _worker_running(pid)]
-
-
-def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path):
+def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path, workers_running_after):
   from tff_rqfed import execution
 
   interactions_file = tmp_path / 'synthetic.tsv'
@@ -222,7 +206,7 @@ def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path):
     proc.kill()
     proc.wait()
     # The worker is killed and reaped before the launcher exits; the deadline only covers teardown.
-    left = _running_after(workers, timeout=5)
+    left = workers_running_after(workers, timeout=5)
     for pid in left:  # do not leave a stray worker on the machine if the test fails
       os.kill(pid, signal.SIGKILL)
   assert left == [], f'TFF workers {left} outlived the terminated launcher'
