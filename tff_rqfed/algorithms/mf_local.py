@@ -43,10 +43,7 @@ def build_mf_local(
     seed: int = 0,
 ) -> process.RecommenderProcess:
   """Builds local-only MF as a `RecommenderProcess`."""
-  item_type = tff.TensorType(np.float32, [num_items, embedding_dim])
-  client_state_type = tff.types.to_type(
-      collections.OrderedDict(user_embeddings=cw.user_state_type(embedding_dim), item_embeddings=item_type)
-  )
+  client_state_type = cw.private_tables_type(num_items, embedding_dim)
   state_type = tff.types.to_type(collections.OrderedDict(round_num=tff.TensorType(np.int32)))
 
   @tff.tensorflow.computation(state_type)
@@ -55,25 +52,13 @@ def build_mf_local(
 
   client_fn = functools.partial(client_update, training=training)
 
-  initial_items = cw.initial_item_embeddings(
-      num_items, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
-  )
-
   def initial_client_states(clients):
-    users = cw.initial_user_embeddings(
-        clients, embedding_dim=embedding_dim, init_scale=init_scale, seed=seed
-    )
-    return [
-        collections.OrderedDict(user_embeddings=u, item_embeddings=initial_items.copy()) for u in users
-    ]
+    return cw.initial_private_tables(clients, num_items=num_items, embedding_dim=embedding_dim,
+                                     init_scale=init_scale, seed=seed)
 
   def scores(state, client_states, clients, num_users):
     del state
-    result = np.zeros((num_users, num_items), np.float32)
-    for client_state, client in zip(client_states, clients):
-      result[client.user_ids] = np.asarray(client_state['user_embeddings']) @ np.asarray(
-          client_state['item_embeddings']).T
-    return result
+    return cw.private_table_scores(client_states, clients, num_users, num_items)
 
   return process.build_recommender_process(
       name='mf_local', initial_state=collections.OrderedDict(round_num=np.int32(0)),

@@ -75,6 +75,35 @@ def initial_item_embeddings(num_items: int, *, embedding_dim: int, init_scale: f
   return np.random.default_rng([seed, 2]).normal(0.0, init_scale, (num_items, embedding_dim)).astype(np.float32)
 
 
+def private_tables_type(num_items: int, embedding_dim: int):
+  """TFF type of a client that keeps its own item table too (mf_local, FedCIA):
+  OrderedDict(user_embeddings=float32[U_k, d], item_embeddings=float32[I, d])."""
+  return tff.types.to_type(collections.OrderedDict(
+      user_embeddings=user_state_type(embedding_dim),
+      item_embeddings=tff.TensorType(np.float32, [num_items, embedding_dim])))
+
+
+def initial_private_tables(clients, *, num_items: int, embedding_dim: int, init_scale: float,
+                           seed: int) -> list[collections.OrderedDict]:
+  """`private_tables_type` values: each client's users as `initial_user_embeddings`, and its own
+  copy of the initial item table `initial_item_embeddings`."""
+  items = initial_item_embeddings(num_items, embedding_dim=embedding_dim, init_scale=init_scale,
+                                  seed=seed)
+  users = initial_user_embeddings(clients, embedding_dim=embedding_dim, init_scale=init_scale,
+                                  seed=seed)
+  return [collections.OrderedDict(user_embeddings=u, item_embeddings=items.copy()) for u in users]
+
+
+def private_table_scores(client_states, clients, num_users: int, num_items: int) -> np.ndarray:
+  """float32[U, I]: every user's embedding against its own client's item table (`private_tables_type`
+  states; evaluation only)."""
+  result = np.zeros((num_users, num_items), np.float32)
+  for state, client in zip(client_states, clients):
+    result[client.user_ids] = (np.asarray(state['user_embeddings'])
+                               @ np.asarray(state['item_embeddings']).T)
+  return result
+
+
 def train_on_items(user_embeddings, params, rows, coefficients, data, training: LocalTraining):
   """Eq. 3 on one client: returns (user_embeddings, params, loss, trained_items: bool[I])."""
   return mf.train_local(
