@@ -5,7 +5,8 @@ r"""Simulates a federated recommender on a protocol split and writes its results
 
 Algorithms: `rqfedrec` (Alg. 1), `fedmf` (ID-indexed FedAvg of the item table), the baselines
 `fedncf` (federated NeuMF), `pfedrec` (private score functions, unweighted item-table mean) and
-`fedrap` (private additive item table D, global C),
+`fedrap` (private additive item table D, global C), `fedcia` (private tables, mean item-item
+similarity, alignment),
 `mf_local` (no aggregation) and `mostpop` (train popularity, no training: the reference row every
 method must beat).
 `--dataset=file` reads `--interactions_file` (and optionally `--item_file`) with the generic loader.
@@ -28,25 +29,25 @@ import numpy as np
 from tff_rqfed import execution
 from tff_rqfed import results_io
 from tff_rqfed import simulation
-from tff_rqfed.algorithms import fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
+from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import interactions, movielens, partition, protocols, text
 from tff_rqfed.evaluation import popularity
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.semantic import encoders
 
-ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'mf_local', 'mostpop')
+ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'fedcia', 'mf_local', 'mostpop')
 # Flag defaults come from the option classes, so the launcher and the library cannot drift apart.
 _TRAINING = cw.LocalTraining()
 _RQ = rqfedrec.RQConfig()
 # Learning rate and initialisation scale chosen together on the validation NDCG@10 of ML-100k (paper
 # protocol, 100 clients, d=512, seed 0): learning rates from the paper's grid {0.01, 0.001, 0.0001},
 # scales from {0.1, 0.035, 0.01, 0.003}. README "Choosing the defaults" has the numbers; mf_local was
-# only tried at scale 0.1. fedncf, pfedrec and fedrap have not been through the grid yet: they start from
-# FedMF's values.
+# only tried at scale 0.1. fedncf, pfedrec, fedrap and fedcia have not been through the grid yet: they
+# start from FedMF's values.
 DEFAULT_LEARNING_RATE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.01, 'pfedrec': 0.01, 'fedrap': 0.01,
-                         'rqfedrec': 0.01}
+                         'fedcia': 0.01, 'rqfedrec': 0.01}
 DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'pfedrec': 0.01, 'fedrap': 0.01,
-                      'rqfedrec': 0.01}
+                      'fedcia': 0.01, 'rqfedrec': 0.01}
 
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'rqfedrec', ALGORITHMS, 'Which method to run.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m', 'file'], 'Dataset.')
@@ -123,6 +124,14 @@ _FEDRAP_MU = flags.DEFINE_float('fedrap_mu', fedrap.DEFAULT_MU, 'FedRAP: mu, wei
 _FEDRAP_SCHEDULE = flags.DEFINE_enum(
     'fedrap_schedule', fedrap.DEFAULT_SCHEDULE, list(fedrap.SCHEDULES),
     "FedRAP: 'tanh' (the paper's increasing lambda, mu) or 'fixed' (the released code).")
+# FedCIA (similarity aggregation).
+_FEDCIA_ALIGN_STEPS = flags.DEFINE_integer(
+    'fedcia_align_steps', fedcia.DEFAULT_ALIGN_STEPS,
+    'FedCIA: SGD steps aligning a client item table to the mean similarity (released code: 100).')
+_FEDCIA_ALIGN_LR = flags.DEFINE_float('fedcia_align_lr', fedcia.DEFAULT_ALIGN_LEARNING_RATE,
+                                      'FedCIA: learning rate of the alignment steps (released agg_lr).')
+_FEDCIA_NOISE = flags.DEFINE_float('fedcia_noise', fedcia.DEFAULT_NOISE_SCALE,
+                                   'FedCIA: Laplace scale of the noise on the uploaded similarity.')
 _ENCODER = flags.DEFINE_enum('encoder', 'use', list(encoders.ENCODERS), 'Text encoder (Sec. 4.3.1).')
 
 
@@ -179,6 +188,10 @@ def build_process(dataset, seed: int):
   if _ALGORITHM.value == 'fedrap':
     return fedrap.build_fedrap(lam=_FEDRAP_LAMBDA.value, mu=_FEDRAP_MU.value,
                                schedule=_FEDRAP_SCHEDULE.value, **common)
+  if _ALGORITHM.value == 'fedcia':
+    return fedcia.build_fedcia(align_steps=_FEDCIA_ALIGN_STEPS.value,
+                               align_learning_rate=_FEDCIA_ALIGN_LR.value,
+                               noise_scale=_FEDCIA_NOISE.value, **common)
   if _ALGORITHM.value == 'pfedrec':
     return pfedrec.build_pfedrec(item_learning_rate_scale=_PFEDREC_ITEM_LR_SCALE.value, **common)
   codes = _CODES.value or (256 if dataset.name == 'ml-100k' else 512)

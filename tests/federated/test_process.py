@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed.algorithms import fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
+from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import partition
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import communication
@@ -160,6 +160,10 @@ def _state_and_metrics(state, metrics):
 
 L, M = 2, 4
 SERVER_ALLOW_LIST = {
+    # FedCIA: the spectrum of the mean uploaded item-item similarity; the item tables stay private.
+    'fedcia': _state_and_metrics(
+        {'eigenvectors': f'float32[{NUM_ITEMS},{NUM_ITEMS}]', 'eigenvalues': f'float32[{NUM_ITEMS}]',
+         'antisymmetric_sq_norm': 'float32', 'round_num': 'int32'}, ['loss', 'alignment_loss']),
     'fedmf': _state_and_metrics(
         {'item_embeddings': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss']),
     'fedncf': _state_and_metrics(
@@ -184,6 +188,7 @@ def _processes():
   text = np.random.default_rng(0).normal(size=(NUM_ITEMS, 16)).astype(np.float32)
   config = rqfedrec.RQConfig(levels=L, codes_per_level=M, kmeans_iterations=5)
   return {
+      'fedcia': fedcia.build_fedcia(num_items=NUM_ITEMS, embedding_dim=D),
       'fedmf': fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedncf': fedncf.build_fedncf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedrap': fedrap.build_fedrap(num_items=NUM_ITEMS, embedding_dim=D),
