@@ -5,8 +5,8 @@ r"""Simulates a federated recommender on a protocol split and writes its results
 
 Algorithms: `rqfedrec` (Alg. 1), `fedmf` (ID-indexed FedAvg of the item table), the baselines
 `fedncf` (federated NeuMF), `pfedrec` (private score functions, unweighted item-table mean) and
-`fedrap` (private additive item table D, global C), `fedcia` (private tables, mean item-item
-similarity, alignment),
+`fedrap` (private additive item table D, global C), `gpfedrec` (private MLPs, per-client
+graph-aggregated targets), `fedcia` (private tables, mean item-item similarity, alignment),
 `mf_local` (no aggregation) and `mostpop` (train popularity, no training: the reference row every
 method must beat).
 `--dataset=file` reads `--interactions_file` (and optionally `--item_file`) with the generic loader.
@@ -29,25 +29,26 @@ import numpy as np
 from tff_rqfed import execution
 from tff_rqfed import results_io
 from tff_rqfed import simulation
-from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
+from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import interactions, movielens, partition, protocols, text
 from tff_rqfed.evaluation import popularity
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.semantic import encoders
 
-ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'fedcia', 'mf_local', 'mostpop')
+ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'gpfedrec', 'fedcia', 'mf_local',
+              'mostpop')
 # Flag defaults come from the option classes, so the launcher and the library cannot drift apart.
 _TRAINING = cw.LocalTraining()
 _RQ = rqfedrec.RQConfig()
 # Learning rate and initialisation scale chosen together on the validation NDCG@10 of ML-100k (paper
 # protocol, 100 clients, d=512, seed 0): learning rates from the paper's grid {0.01, 0.001, 0.0001},
 # scales from {0.1, 0.035, 0.01, 0.003}. README "Choosing the defaults" has the numbers; mf_local was
-# only tried at scale 0.1. fedncf, pfedrec, fedrap and fedcia have not been through the grid yet: they
-# start from FedMF's values.
+# only tried at scale 0.1. fedncf, pfedrec, fedrap, gpfedrec and fedcia have not been through the grid
+# yet: they start from FedMF's values.
 DEFAULT_LEARNING_RATE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.01, 'pfedrec': 0.01, 'fedrap': 0.01,
-                         'fedcia': 0.01, 'rqfedrec': 0.01}
+                         'gpfedrec': 0.01, 'fedcia': 0.01, 'rqfedrec': 0.01}
 DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'pfedrec': 0.01, 'fedrap': 0.01,
-                      'fedcia': 0.01, 'rqfedrec': 0.01}
+                      'gpfedrec': 0.01, 'fedcia': 0.01, 'rqfedrec': 0.01}
 
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'rqfedrec', ALGORITHMS, 'Which method to run.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m', 'file'], 'Dataset.')
@@ -124,6 +125,19 @@ _FEDRAP_MU = flags.DEFINE_float('fedrap_mu', fedrap.DEFAULT_MU, 'FedRAP: mu, wei
 _FEDRAP_SCHEDULE = flags.DEFINE_enum(
     'fedrap_schedule', fedrap.DEFAULT_SCHEDULE, list(fedrap.SCHEDULES),
     "FedRAP: 'tanh' (the paper's increasing lambda, mu) or 'fixed' (the released code).")
+# GPFedRec (client relation graph).
+_GPFEDREC_HIDDEN = flags.DEFINE_list('gpfedrec_hidden_units', [str(u) for u in gpfedrec.DEFAULT_HIDDEN_UNITS],
+                                     "GPFedRec: widths of each user's MLP hidden layers.")
+_GPFEDREC_REG = flags.DEFINE_float('gpfedrec_reg', gpfedrec.DEFAULT_REG,
+                                   'GPFedRec: weight of the MSE regulariser toward R_k.')
+_GPFEDREC_THRESHOLD = flags.DEFINE_float(
+    'gpfedrec_threshold', gpfedrec.DEFAULT_THRESHOLD,
+    'GPFedRec: neighbours are clients above threshold x the mean similarity.')
+_GPFEDREC_LAYERS = flags.DEFINE_integer('gpfedrec_layers', gpfedrec.DEFAULT_LAYERS,
+                                        'GPFedRec: message-passing steps over the client graph.')
+_GPFEDREC_SIMILARITY = flags.DEFINE_enum(
+    'gpfedrec_similarity', 'cosine', list(gpfedrec.SIMILARITIES),
+    "GPFedRec: 'cosine' (the paper) or 'released_distance' (the released code's cosine distance).")
 # FedCIA (similarity aggregation).
 _FEDCIA_ALIGN_STEPS = flags.DEFINE_integer(
     'fedcia_align_steps', fedcia.DEFAULT_ALIGN_STEPS,
@@ -165,14 +179,14 @@ def init_scale() -> float:
   return _flag_or_default(_INIT_SCALE, DEFAULT_INIT_SCALE, 0.1)
 
 
-def _ncf_hidden_units() -> tuple[int, ...]:
+def _hidden_units(flag) -> tuple[int, ...]:
   try:
-    return tuple(int(units) for units in _NCF_HIDDEN.value)
+    return tuple(int(units) for units in flag.value)
   except ValueError:
-    raise app.UsageError(f'--ncf_hidden_units must be integers, got {_NCF_HIDDEN.value!r}') from None
+    raise app.UsageError(f'--{flag.name} must be integers, got {flag.value!r}') from None
 
 
-def build_process(dataset, seed: int):
+def build_process(dataset, seed: int, num_clients: int):
   training = cw.LocalTraining(
       epochs=_EPOCHS.value, batch_size=_BATCH.value, num_negatives=_NEGATIVES.value,
       learning_rate=learning_rate(), weight_decay=_WD.value,
@@ -184,10 +198,15 @@ def build_process(dataset, seed: int):
   if _ALGORITHM.value == 'mf_local':
     return mf_local.build_mf_local(**common)
   if _ALGORITHM.value == 'fedncf':
-    return fedncf.build_fedncf(hidden_units=_ncf_hidden_units(), **common)
+    return fedncf.build_fedncf(hidden_units=_hidden_units(_NCF_HIDDEN), **common)
   if _ALGORITHM.value == 'fedrap':
     return fedrap.build_fedrap(lam=_FEDRAP_LAMBDA.value, mu=_FEDRAP_MU.value,
                                schedule=_FEDRAP_SCHEDULE.value, **common)
+  if _ALGORITHM.value == 'gpfedrec':
+    return gpfedrec.build_gpfedrec(
+        num_clients=num_clients, hidden_units=_hidden_units(_GPFEDREC_HIDDEN),
+        reg=_GPFEDREC_REG.value, threshold=_GPFEDREC_THRESHOLD.value, layers=_GPFEDREC_LAYERS.value,
+        similarity=_GPFEDREC_SIMILARITY.value, **common)
   if _ALGORITHM.value == 'fedcia':
     return fedcia.build_fedcia(align_steps=_FEDCIA_ALIGN_STEPS.value,
                                align_learning_rate=_FEDCIA_ALIGN_LR.value,
@@ -245,7 +264,7 @@ def main(argv):
   else:
     clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)
     execution.set_execution_context()
-    process = build_process(dataset, seed)
+    process = build_process(dataset, seed, num_clients=len(clients))
     min_rounds = _MIN_ROUNDS.value
     if min_rounds is None:
       min_rounds = _WARMUP.value + _TAU.value if _ALGORITHM.value == 'rqfedrec' else 0

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
+from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import partition
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import communication
@@ -18,6 +18,7 @@ from tff_rqfed.models import ncf
 
 D = 8
 NUM_ITEMS = 40
+NUM_CLIENTS = 3
 
 
 def _trivial_round(aggregator=None):
@@ -60,7 +61,7 @@ UPLOADS = np.stack([MEANS, 2 * MEANS, SIZES], axis=1)
 def _trivial_run(aggregator=None, rounds=1):
   iterative_process = _trivial_round(aggregator)
   data = [collections.OrderedDict(local_users=np.zeros(len(x), np.int32), items=x,
-                                  seed=np.array([0, k], np.int32))
+                                  seed=np.array([0, k], np.int32), client_index=np.int32(k))
           for k, x in enumerate(ITEMS_PER_CLIENT)]
   states = [np.full((k + 1, 2), float(k), np.float32) for k in range(3)]
   server_state = iterative_process.initialize()
@@ -171,6 +172,11 @@ SERVER_ALLOW_LIST = {
          **{f'shared/dense/{k}': f'float32[{",".join(map(str, shape))}]'
             for k, shape in enumerate(ncf.dense_shapes(D, fedncf.DEFAULT_HIDDEN_UNITS))},
          'round_num': 'int32'}, ['loss']),
+    # GPFedRec's server keeps every client's last uploaded table (the released server does too); the
+    # users' embeddings and MLPs stay on the clients.
+    'gpfedrec': _state_and_metrics(
+        {'client_tables': f'float32[{NUM_CLIENTS},{NUM_ITEMS},{D}]', 'round_num': 'int32'},
+        ['loss', 'bce']),
     'fedrap': _state_and_metrics(
         {'item_commonality': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss', 'bce']),
     'mf_local': _state_and_metrics({'round_num': 'int32'}, ['loss']),
@@ -192,6 +198,8 @@ def _processes():
       'fedmf': fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedncf': fedncf.build_fedncf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedrap': fedrap.build_fedrap(num_items=NUM_ITEMS, embedding_dim=D),
+      'gpfedrec': gpfedrec.build_gpfedrec(num_items=NUM_ITEMS, num_clients=NUM_CLIENTS,
+                                          embedding_dim=D),
       'mf_local': mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D),
       'pfedrec': pfedrec.build_pfedrec(num_items=NUM_ITEMS, embedding_dim=D),
       'rqfedrec': rqfedrec.build_rqfedrec(num_items=NUM_ITEMS, text_embeddings=text,
@@ -212,7 +220,12 @@ def test_server_placed_values_are_exactly_the_allow_listed_shared_state_and_metr
   assert _server_leaves(signature) == SERVER_ALLOW_LIST[name]
   params, result = signature.parameter, signature.result
   assert [p.placement for p in params] == [tff.SERVER, tff.CLIENTS, tff.CLIENTS]
-  assert [r.placement for r in result] == [tff.SERVER, tff.CLIENTS, tff.SERVER]
+  assert [r.placement for r in result][:3] == [tff.SERVER, tff.CLIENTS, tff.SERVER]
+  if processes[name].collect is None:
+    assert len(result) == 3
+  else:  # every client's upload goes to the server's program logic, and nothing else
+    assert len(result) == 4 and result[3].placement is tff.CLIENTS
+    assert result[3].member == processes[name].upload_type
   client_state = _leaves(result[1].member, '')  # a user table: one row per user of the client
   assert params[1] == result[1] and any(t.startswith('float32[?,') for t in client_state.values())
 

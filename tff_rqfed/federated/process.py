@@ -37,12 +37,14 @@ ClientOutput = collections.namedtuple('ClientOutput', ['upload', 'weight', 'clie
 
 
 def client_data_type():
-  """TFF type of one client's data: positives and the round's stateless seed."""
+  """TFF type of one client's data: positives, the round's stateless seed and the client's index in
+  the list of clients (the key of a per-client server output, `build_collecting_round_process`)."""
   return tff.types.to_type(
       collections.OrderedDict(
           local_users=tff.TensorType(np.int32, [None]),
           items=tff.TensorType(np.int32, [None]),
           seed=tff.TensorType(np.int32, [2]),
+          client_index=tff.TensorType(np.int32),
       )
   )
 
@@ -56,6 +58,7 @@ def client_data_values(clients, *, seed: int, round_num: int) -> list[collection
             local_users=client.local_users.astype(np.int32),
             items=client.items.astype(np.int32),
             seed=np.array([seed % (2**31 - 1), round_num * 100_003 + index], np.int32),
+            client_index=np.int32(index),
         )
     )
   return values
@@ -167,6 +170,77 @@ def _round_without_upload(server_state_type, client_state_type, server_payload, 
   return round_fn
 
 
+def own_value_computation(client_fn: Callable, shared_type, own_type, client_state_type):
+  """`client_fn(payload, client_state, client_data)` as the clients' computation of a collecting round:
+  `payload` is OrderedDict(shared=the broadcast, own=the client's row of the per-client server output),
+  which `tff.federated_select` delivers as a one-element sequence."""
+  def client_work(shared, own, client_state, client_data):
+    own = own.reduce(tf.zeros(own_type.shape, own_type.dtype), lambda _, row: row)
+    return client_fn(collections.OrderedDict(shared=shared, own=own), client_state, client_data)
+
+  return tff.tensorflow.computation(shared_type, tff.SequenceType(own_type), client_state_type,
+                                    client_data_type())(client_work)
+
+
+def build_collecting_round_process(
+    *,
+    initial_state,
+    server_state_type,
+    client_state_type,
+    server_payload: tff.Computation,
+    num_clients: int,
+    client_work: tff.Computation,
+) -> tff.templates.IterativeProcess:
+  """A round whose server sends each client its own value and receives every client's upload.
+
+      payload = federated_map(server_payload, state)                    OrderedDict(shared, per_client)
+      shared  = federated_broadcast(payload.shared)                                  SERVER -> CLIENTS
+      own     = federated_select(client_index, num_clients, payload.per_client)     row k -> client k
+      out     = federated_map(client_work, (shared, own, client_states, client_data))
+      return state, out.client_state, federated_mean(out.metrics, weight=out.weight), out.upload
+
+  The uploads leave the round CLIENTS-placed, one per client, for the server's program logic
+  (`RecommenderProcess.collect`), because a server that needs every client's upload (GPFedRec's
+  client graph) has no TFF aggregation that keeps them apart at a usable cost in TFF 0.87: collecting
+  100 tables of 1682 x 512 into one SERVER value with `tff.federated_aggregate` took 40 s and 20 GB
+  of worker memory (a concatenating accumulator), or ran out of 24 GB (a [K, I, d] accumulator),
+  because the runtime keeps every partial accumulator alive until the round ends
+  (`benchmarks.tff_collect`). The per-client value goes the other way through `federated_select`.
+
+  Args:
+    server_payload: algorithm state -> OrderedDict(shared=what every client receives,
+      per_client=float32[num_clients, ...] of which client k receives row k).
+    client_work: (shared, own: a sequence of one row, client_state, client_data) -> ClientOutput-like
+      (`own_value_computation`).
+  """
+  rows_type = server_payload.type_signature.result.per_client
+
+  @tff.tensorflow.computation(rows_type, tff.TensorType(np.int32))
+  def select_row(rows, key):
+    return tf.gather(rows, key)
+
+  @tff.tensorflow.computation(client_data_type())
+  def select_key(data):
+    return tf.reshape(data['client_index'], [1])
+
+  @tff.federated_computation(
+      tff.FederatedType(server_state_type, tff.SERVER),
+      tff.FederatedType(client_state_type, tff.CLIENTS),
+      tff.FederatedType(client_data_type(), tff.CLIENTS),
+  )
+  def round_fn(server_state, client_states, client_data):
+    payload = tff.federated_map(server_payload, server_state)
+    shared = tff.federated_broadcast(payload.shared)
+    own = tff.federated_select(tff.federated_map(select_key, client_data),
+                               tff.federated_value(num_clients, tff.SERVER), payload.per_client,
+                               select_row)
+    outputs = tff.federated_map(client_work, (shared, own, client_states, client_data))
+    metrics = tff.federated_mean(outputs.metrics, weight=outputs.weight)
+    return server_state, outputs.client_state, metrics, outputs.upload
+
+  return _build_process(initial_state, round_fn, None)
+
+
 def _build_process(initial_state, round_fn: tff.Computation,
                    aggregator_initialize: tff.Computation | None) -> tff.templates.IterativeProcess:
   """Wraps a round into `initialize`/`next`; `initial_state` is a structure of NumPy arrays."""
@@ -227,6 +301,46 @@ def build_recommender_process(
   )
 
 
+def build_collecting_recommender_process(
+    *,
+    name: str,
+    initial_state,
+    server_state_type,
+    client_state_type,
+    server_payload: tff.Computation,
+    num_clients: int,
+    client_fn: Callable[..., ClientOutput],
+    collect: Callable[..., Any],
+    initial_client_states: Callable[..., list],
+    scores: Callable[..., np.ndarray],
+) -> 'RecommenderProcess':
+  """A `RecommenderProcess` over `build_collecting_round_process`: each client gets its own row of
+  `server_payload`'s `per_client` beside the broadcast `shared`, and `collect(state, uploads: list) -> state` is the
+  server's update from every client's upload (program logic between rounds).
+
+  The communicated types: down, the broadcast and one row of the per-client output; up, the upload.
+  """
+  shared_type = server_payload.type_signature.result.shared
+  rows_type = server_payload.type_signature.result.per_client
+  own_type = tff.TensorType(rows_type.dtype, rows_type.shape[1:])
+  client_work = own_value_computation(client_fn, shared_type, own_type, client_state_type)
+  return RecommenderProcess(
+      name=name,
+      iterative_process=build_collecting_round_process(
+          initial_state=initial_state, server_state_type=server_state_type,
+          client_state_type=client_state_type, server_payload=server_payload,
+          num_clients=num_clients, client_work=client_work),
+      client_work=client_work,
+      client_fn=client_fn,
+      server_payload=server_payload,
+      initial_client_states=initial_client_states,
+      scores=scores,
+      broadcast_type=tff.StructType([('shared', shared_type), ('own', own_type)]),
+      upload_type=client_work.type_signature.result.upload,
+      collect=collect,
+  )
+
+
 def algorithm_state(state) -> collections.OrderedDict:
   """The algorithm's fields of a round's server state (without the aggregator's state)."""
   return collections.OrderedDict((k, v) for k, v in dict(state).items() if k != AGGREGATOR_STATE)
@@ -249,6 +363,8 @@ class RecommenderProcess:
       user's own embedding against the item embeddings that user's client holds (evaluation only).
     after_round: server program logic run between rounds, (state, round_num) -> (state, info dict).
     upload_type, broadcast_type: TFF types of what crosses the network.
+    collect: for a round that returns every client's upload (`build_collecting_round_process`), the
+      server's update from them, (state, uploads: list) -> state, run before `after_round`.
   """
 
   name: str
@@ -261,6 +377,7 @@ class RecommenderProcess:
   broadcast_type: Any
   upload_type: Any
   after_round: Callable[..., tuple[Any, dict]] | None = None
+  collect: Callable[..., Any] | None = None
 
   def initialize(self):
     return self.iterative_process.initialize()
@@ -271,7 +388,10 @@ class RecommenderProcess:
 
   def next(self, state, client_states, client_data, *, round_num: int):
     """Runs round `round_num` (1-based); returns (state, client_states, metrics dict)."""
-    state, client_states, metrics = self.iterative_process.next(state, client_states, client_data)
+    outputs = self.iterative_process.next(state, client_states, client_data)
+    state, client_states, metrics = outputs[:3]
+    if self.collect is not None:
+      state = self.collect(state, list(outputs[3]))
     metrics = {key: float(value) for key, value in dict(metrics).items()}
     if self.after_round is not None:
       state, info = self.after_round(state, round_num)

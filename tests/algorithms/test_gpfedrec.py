@@ -1,0 +1,172 @@
+"""GPFedRec (client relation graph, per-client targets) on the planted two-community problem."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_rqfed.algorithms import gpfedrec
+from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import process as process_lib
+from tff_rqfed.models import gpfedrec_model
+
+NUM_USERS, NUM_ITEMS, NUM_CLIENTS, D = 32, 40, 8, 8  # the planted problem of conftest.py
+TRAINING = cw.LocalTraining(epochs=1, batch_size=32, num_negatives=4, learning_rate=0.01)
+HIDDEN = gpfedrec.DEFAULT_HIDDEN_UNITS
+ROUNDS = 15
+
+
+def build(**options):
+  options = {'num_items': NUM_ITEMS, 'num_clients': NUM_CLIENTS, 'embedding_dim': D,
+             'training': TRAINING, 'hidden_units': HIDDEN, **options}
+  return gpfedrec.build_gpfedrec(**options)
+
+
+@pytest.fixture(scope='module')
+def gpfedrec_run(tff_context, planted_problem):
+  _, clients = planted_problem
+  process = build(seed=0)
+  return process, process.run(clients, rounds=ROUNDS)
+
+
+def test_gpfedrec_lowers_training_loss_and_beats_popularity_and_random_ranking(
+    planted_problem, gpfedrec_run, assert_learned_the_communities):
+  split, clients = planted_problem
+  process, (state, client_states, history) = gpfedrec_run
+  assert history[0]['bce'] == pytest.approx(np.log(2), abs=0.05)
+  assert history[-1]['bce'] < 0.8 * history[0]['bce']
+  assert all(m['loss'] >= m['bce'] for m in history)
+  assert int(state['round_num']) == ROUNDS
+  assert_learned_the_communities(process.scores(state, client_states, clients, NUM_USERS), split)
+
+
+def _numpy_graph(tables, similarity, threshold):
+  flat = tables.reshape(len(tables), -1).astype(np.float64)
+  unit = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+  scores = unit @ unit.T
+  if similarity == 'released_distance':
+    scores = 1.0 - scores  # sklearn pairwise_distances(metric='cosine')
+  graph = np.zeros_like(scores)
+  limit = np.mean(scores) * threshold  # select_topk_neighboehood with neighborhood_size 0
+  for i in range(len(scores)):
+    above = scores[i] > limit
+    if above.sum():
+      graph[i, above] = 1.0 / above.sum()
+    else:
+      graph[i, i] = 1.0
+  return graph
+
+
+@pytest.mark.parametrize('similarity', gpfedrec.SIMILARITIES)
+@pytest.mark.parametrize('threshold', [1.0, 1.3, 50.0])
+def test_relation_graph_and_message_passing_follow_the_released_utils(similarity, threshold):
+  rng = np.random.default_rng(0)
+  base = rng.normal(size=(1, 5, 3))
+  tables = (base + rng.normal(scale=[[[0.2]], [[0.3]], [[2.0]], [[0.1]], [[3.0]], [[0.5]]],
+                              size=(6, 5, 3))).astype(np.float32)
+  want = _numpy_graph(tables, similarity, threshold)
+  got = gpfedrec.relation_graph(tables, similarity=similarity, threshold=threshold).numpy()
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
+  targets, global_items = gpfedrec.graph_targets(tables, got, layers=2)
+  flat = tables.reshape(6, -1)
+  np.testing.assert_allclose(targets.numpy().reshape(6, -1), want @ (want @ flat), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(global_items.numpy(), targets.numpy().mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_graph_differs_between_the_paper_similarity_and_the_released_distance():
+  rng = np.random.default_rng(1)
+  tables = rng.normal(size=(6, 5, 3)).astype(np.float32)
+  cosine = gpfedrec.relation_graph(tables, similarity='cosine', threshold=1.0).numpy()
+  distance = gpfedrec.relation_graph(tables, similarity='released_distance', threshold=1.0).numpy()
+  assert np.all(np.diag(cosine) > 0)  # a client is its own most similar neighbour
+  assert np.all(np.diag(distance) == 0)  # its distance to itself is 0: never above the mean
+  assert not np.allclose(cosine, distance)
+
+
+def test_each_client_is_sent_its_own_target_and_the_server_keeps_every_upload(
+    tff_context, planted_problem, gpfedrec_run):
+  _, clients = planted_problem
+  process, (state, client_states, _) = gpfedrec_run
+  strong = build(reg=1e4)  # the regulariser dominates: a client's table moves toward its own R_k
+  payload = strong.payload(state)
+  targets = np.asarray(payload['per_client'])
+  assert targets.shape == (NUM_CLIENTS, NUM_ITEMS, D)
+  assert not np.allclose(targets[0], targets[-1])  # the two communities' clients get different R_k
+  np.testing.assert_allclose(np.asarray(payload['shared']), targets.mean(axis=0), rtol=1e-5,
+                             atol=1e-7)
+  data = process_lib.client_data_values(clients, seed=0, round_num=ROUNDS + 1)
+  next_state, _, _ = strong.next(state, client_states, data, round_num=ROUNDS + 1)
+  uploads = np.asarray(next_state['client_tables'])
+  client_fn = tf.function(strong.client_fn)
+  for k in (0, 5):
+    own = collections.OrderedDict(shared=payload['shared'], own=targets[k])
+    want = client_fn(own, tf.constant(client_states[k]), dict(data[k]))
+    np.testing.assert_allclose(uploads[k], want.upload.numpy(), rtol=1e-4, atol=1e-5)
+    wrong = client_fn(collections.OrderedDict(shared=payload['shared'], own=targets[7 - k]),
+                      tf.constant(client_states[k]), dict(data[k]))
+    assert np.abs(uploads[k] - wrong.upload.numpy()).max() > 1e-3
+  assert int(next_state['round_num']) == ROUNDS + 1
+  communication = strong.communication
+  assert (communication['download'], communication['upload']) == (2 * NUM_ITEMS * D, NUM_ITEMS * D)
+
+
+def test_gpfedrec_scores_each_user_with_its_mlp_and_its_clients_last_table(planted_problem,
+                                                                          gpfedrec_run):
+  _, clients = planted_problem
+  process, (state, client_states, _) = gpfedrec_run
+  scores = process.scores(state, client_states, clients, NUM_USERS)
+  user, k, row = 13, 3, 1  # client 3 holds users 12-15
+  assert clients[k].user_ids[row] == user
+  params = np.asarray(client_states[k])[row]
+  table = np.asarray(state['client_tables'])[k]
+  np.testing.assert_allclose(scores[user], _numpy_mlp(params, table), rtol=1e-4, atol=1e-5)
+
+
+def _numpy_mlp(params, items):
+  """The released MLP.forward: relu layers over [p_u ; q_i], then affine_output (logits)."""
+  sizes = [int(np.prod(s)) for s in gpfedrec_model.layer_shapes(D, HIDDEN)]
+  parts = np.split(params, np.cumsum(sizes)[:-1])
+  shapes = gpfedrec_model.layer_shapes(D, HIDDEN)
+  parts = [p.reshape(s) for p, s in zip(parts, shapes)]
+  hidden = np.concatenate([np.broadcast_to(parts[0], items.shape), items], axis=1)
+  for kernel, bias in zip(parts[1:-2:2], parts[2:-2:2]):
+    hidden = np.maximum(hidden @ kernel + bias, 0.0)
+  return hidden @ parts[-2] + parts[-1][0]
+
+
+def test_logits_of_several_users_equal_each_users_own_numpy_mlp():
+  rng = np.random.default_rng(2)
+  personal = gpfedrec_model.initial_personal(np.array([3, 9, 4]), embedding_dim=D,
+                                             hidden_units=HIDDEN, init_scale=0.5, seed=0)
+  assert personal.shape == (3, gpfedrec_model.personal_size(D, HIDDEN))
+  items = rng.normal(size=(7, D)).astype(np.float32)
+  positions = np.array([0, 2, 1, 1, 0, 2, 2], np.int32)
+  got = gpfedrec_model.logits(personal, positions, items, embedding_dim=D,
+                              hidden_units=HIDDEN).numpy()
+  want = [_numpy_mlp(personal[p], items[b:b + 1])[0] for b, p in enumerate(positions)]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_initial_personal_depends_on_the_user_not_the_partition():
+  a = gpfedrec_model.initial_personal(np.array([5, 6]), embedding_dim=D, hidden_units=HIDDEN,
+                                      init_scale=0.1, seed=0)
+  b = gpfedrec_model.initial_personal(np.array([6]), embedding_dim=D, hidden_units=HIDDEN,
+                                      init_scale=0.1, seed=0)
+  np.testing.assert_array_equal(a[1], b[0])
+  assert not np.array_equal(a[0], a[1])
+
+
+@pytest.mark.parametrize('option,value,message', [
+    ('num_clients', 0, 'num_clients must be an integer >= 1, got 0'),
+    ('similarity', 'euclid', "similarity must be one of .*, got 'euclid'"),
+    ('reg', -1.0, 'reg must be a finite number >= 0, got -1.0'),
+    ('hidden_units', (), 'hidden_units must be one or more widths >= 1, got ()'),
+])
+def test_build_gpfedrec_refuses_bad_options_naming_them(option, value, message):
+  with pytest.raises(ValueError, match=message):
+    build(**{option: value})
