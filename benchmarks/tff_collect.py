@@ -11,15 +11,17 @@ and sends each client its own table back. This measures, in the TFF worker this 
   round does with the uploads);
 - `aggregate`: collecting the K tables into one SERVER-placed float32[K, I, d] inside the
   computation with `tff.federated_aggregate` and a concatenating accumulator (sorted by client index
-  at the end), the only TFF aggregation that keeps the uploads apart. A [K, I, d] zero accumulator
-  written with `tf.tensor_scatter_nd_update` is worse: 100 clients ran the worker out of 24 GB
-  (`--scatter` tries it; it can take the machine's memory).
+  at the end), the only TFF aggregation that keeps the uploads apart. The runtime keeps every partial
+  accumulator alive, so its memory grows as K^2: 7.3 GiB at 50 clients; at 100 clients the worker
+  reached 20-23 GB and was killed on a 24 GB machine (hence the default of 50). A [K, I, d] zero
+  accumulator written with `tf.tensor_scatter_nd_update` is worse (`--scatter` tries it; it can take
+  the machine's memory).
 
 Each is run `--repeats` times (the best is reported) after one warm-up call; the worker's peak
 resident memory (VmHWM, cumulative over the run, so later rows include earlier ones) is read after
 each. Writes JSON (default `results/benchmarks/tff_collect.json`) and prints a table.
 
-    python -m benchmarks.tff_collect [--clients=100] [--items=1682] [--embedding_dim=512]
+    python -m benchmarks.tff_collect [--clients=50] [--items=1682] [--embedding_dim=512]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import tensorflow_federated as tff
 
 from tff_rqfed import execution, results_io
 
-_CLIENTS = flags.DEFINE_integer('clients', 100, 'K.')
+_CLIENTS = flags.DEFINE_integer('clients', 50, 'K (100 needs more than 24 GB for the aggregate).')
 _ITEMS = flags.DEFINE_integer('items', 1682, 'I.')
 _DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed calls per form.')
