@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
 
 import numpy as np
 import tensorflow as tf
@@ -91,18 +90,11 @@ def client_update(payload, client_state, data, *, training: cw.LocalTraining, al
 
 
 def _validate(num_items, embedding_dim, init_scale, align_steps, align_learning_rate, noise_scale):
-  if num_items < 1:
-    raise ValueError(f'num_items must be >= 1, got {num_items!r}')
-  if embedding_dim < 1:
-    raise ValueError(f'embedding_dim must be >= 1, got {embedding_dim!r}')
-  if not (init_scale > 0 and math.isfinite(init_scale)):
-    raise ValueError(f'init_scale must be a finite number > 0, got {init_scale!r}')
+  cw.check_table_options(num_items=num_items, embedding_dim=embedding_dim, init_scale=init_scale)
   if not (isinstance(align_steps, int) and align_steps >= 0):
     raise ValueError(f'align_steps must be an integer >= 0, got {align_steps!r}')
-  if not (align_learning_rate > 0 and math.isfinite(align_learning_rate)):
-    raise ValueError(f'align_learning_rate must be a finite number > 0, got {align_learning_rate!r}')
-  if not (noise_scale >= 0 and math.isfinite(noise_scale)):
-    raise ValueError(f'noise_scale must be a finite number >= 0, got {noise_scale!r}')
+  cw.check_positive('align_learning_rate', align_learning_rate)
+  cw.check_non_negative('noise_scale', noise_scale)
 
 
 def build_fedcia(

@@ -138,12 +138,10 @@ def _validate(num_items, num_clients, embedding_dim, init_scale, hidden_units, r
                       ('embedding_dim', embedding_dim), ('layers', layers)):
     if not (isinstance(value, int) and value >= 1):
       raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
-  if not (init_scale > 0 and math.isfinite(init_scale)):
-    raise ValueError(f'init_scale must be a finite number > 0, got {init_scale!r}')
+  cw.check_positive('init_scale', init_scale)
   if not hidden_units or any(int(u) < 1 for u in hidden_units):
     raise ValueError(f'hidden_units must be one or more widths >= 1, got {hidden_units!r}')
-  if not (reg >= 0 and math.isfinite(reg)):
-    raise ValueError(f'reg must be a finite number >= 0, got {reg!r}')
+  cw.check_non_negative('reg', reg)
   if not math.isfinite(threshold):
     raise ValueError(f'threshold must be finite, got {threshold!r}')
   if similarity not in SIMILARITIES:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
 
 import numpy as np
 import tensorflow_federated as tff
@@ -97,17 +96,10 @@ def personal_scores(client_states, clients, num_users: int, num_items: int) -> n
 
 
 def _validate(num_items, embedding_dim, training, init_scale, item_learning_rate_scale):
-  if num_items < 1:
-    raise ValueError(f'num_items must be >= 1, got {num_items!r}')
-  if embedding_dim < 1:
-    raise ValueError(f'embedding_dim must be >= 1, got {embedding_dim!r}')
+  cw.check_table_options(num_items=num_items, embedding_dim=embedding_dim, init_scale=init_scale)
   if not isinstance(training, cw.LocalTraining):
     raise ValueError(f'training must be a client_work.LocalTraining, got {training!r}')
-  if not (init_scale > 0 and math.isfinite(init_scale)):
-    raise ValueError(f'init_scale must be a finite number > 0, got {init_scale!r}')
-  if not (item_learning_rate_scale > 0 and math.isfinite(item_learning_rate_scale)):
-    raise ValueError(
-        f'item_learning_rate_scale must be a finite number > 0, got {item_learning_rate_scale!r}')
+  cw.check_positive('item_learning_rate_scale', item_learning_rate_scale)
 
 
 def build_pfedrec(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +36,27 @@ class LocalTraining:
       raise ValueError(f'learning_rate must be > 0, got {self.learning_rate!r}')
     if self.weight_decay < 0:
       raise ValueError(f'weight_decay must be >= 0, got {self.weight_decay!r}')
+
+
+def check_positive(name: str, value) -> None:
+  """Refuses an option that must be a finite number > 0, quoting its name and value."""
+  if not (value > 0 and math.isfinite(value)):
+    raise ValueError(f'{name} must be a finite number > 0, got {value!r}')
+
+
+def check_non_negative(name: str, value) -> None:
+  """Refuses an option that must be a finite number >= 0, quoting its name and value."""
+  if not (value >= 0 and math.isfinite(value)):
+    raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
+
+
+def check_table_options(*, num_items, embedding_dim, init_scale) -> None:
+  """The options every baseline's `build_*` shares: item count, d and the initialisation scale."""
+  if num_items < 1:
+    raise ValueError(f'num_items must be >= 1, got {num_items!r}')
+  if embedding_dim < 1:
+    raise ValueError(f'embedding_dim must be >= 1, got {embedding_dim!r}')
+  check_positive('init_scale', init_scale)
 
 
 def user_state_type(embedding_dim: int):
