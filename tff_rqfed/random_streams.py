@@ -13,7 +13,7 @@ import tensorflow as tf
 
 NEGATIVES = 1  # indexed by epoch: the sampled negatives of Eq. 3
 SHUFFLE = 2  # indexed by epoch: the order of the epoch's examples
-LAPLACE_NOISE = 3  # the noise of Eq. 11 on the client's item table
+LAPLACE_NOISE = 3  # Laplace noise on what a client uploads (Eq. 11's item table; FedCIA's similarity)
 
 
 def stream_seed(seed, stream: int, index=0) -> tf.Tensor:

@@ -316,8 +316,9 @@ def build_collecting_recommender_process(
     scores: Callable[..., np.ndarray],
 ) -> 'RecommenderProcess':
   """A `RecommenderProcess` over `build_collecting_round_process`: each client gets its own row of
-  `server_payload`'s `per_client` beside the broadcast `shared`, and `collect(state, uploads: list) -> state` is the
-  server's update from every client's upload (program logic between rounds).
+  `server_payload`'s `per_client` beside the broadcast `shared`, and
+  `collect(state, uploads: list) -> state` is the server's update from every client's upload
+  (program logic between rounds).
 
   The communicated types: down, the broadcast and one row of the per-client output; up, the upload.
   """

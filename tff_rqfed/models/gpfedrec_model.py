@@ -63,10 +63,8 @@ def initial_personal(user_ids, *, embedding_dim: int, hidden_units: tuple[int, .
   for user in user_ids:
     rng = np.random.default_rng([seed, 8, int(user)])
     parts = [rng.normal(0.0, init_scale, shapes[0])]
-    fan_ins = [s[0] for s in shapes[1:-2:2]] + [shapes[-2][0]]
-    for layer, fan_in in enumerate(fan_ins):
-      bound = 1.0 / np.sqrt(fan_in)
-      kernel_shape, bias_shape = shapes[1 + 2 * layer], shapes[2 + 2 * layer]
+    for kernel_shape, bias_shape in zip(shapes[1::2], shapes[2::2]):  # hidden layers, then output
+      bound = 1.0 / np.sqrt(kernel_shape[0])
       parts += [rng.uniform(-bound, bound, kernel_shape).ravel(),
                 rng.uniform(-bound, bound, bias_shape)]
     rows.append(np.concatenate(parts))
