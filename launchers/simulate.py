@@ -27,6 +27,7 @@ from absl import flags
 import numpy as np
 
 from tff_rqfed import execution
+from tff_rqfed import hyperparameters
 from tff_rqfed import results_io
 from tff_rqfed import simulation
 from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec, rqfedrec
@@ -40,15 +41,10 @@ ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'gpfedrec', 'f
 # Flag defaults come from the option classes, so the launcher and the library cannot drift apart.
 _TRAINING = cw.LocalTraining()
 _RQ = rqfedrec.RQConfig()
-# Learning rate and initialisation scale chosen together on the validation NDCG@10 of ML-100k (paper
-# protocol, 100 clients, d=512, seed 0): learning rates from the paper's grid {0.01, 0.001, 0.0001},
-# scales from {0.1, 0.035, 0.01, 0.003}. README "Choosing the defaults" has the numbers; mf_local was
-# only tried at scale 0.1. fedncf, pfedrec, fedrap, gpfedrec and fedcia have not been through the grid
-# yet: they start from FedMF's values.
-DEFAULT_LEARNING_RATE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.01, 'pfedrec': 0.01, 'fedrap': 0.01,
-                         'gpfedrec': 0.01, 'fedcia': 0.01, 'rqfedrec': 0.01}
-DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'pfedrec': 0.01, 'fedrap': 0.01,
-                      'gpfedrec': 0.01, 'fedcia': 0.01, 'rqfedrec': 0.01}
+# Validated per-algorithm learning rates and initialisation scales (tff_rqfed/hyperparameters.py).
+DEFAULT_LEARNING_RATE = hyperparameters.DEFAULT_LEARNING_RATE
+DEFAULT_INIT_SCALE = hyperparameters.DEFAULT_INIT_SCALE
+DEFAULT_WEIGHT_DECAY = hyperparameters.DEFAULT_WEIGHT_DECAY
 
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'rqfedrec', ALGORITHMS, 'Which method to run.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m', 'file'], 'Dataset.')
@@ -76,7 +72,8 @@ _INIT_SCALE = flags.DEFINE_float('init_scale', None,
                                   'DEFAULT_INIT_SCALE).')
 _LR = flags.DEFINE_float('learning_rate', None,
                          'Adam learning rate of local training (default: per algorithm, see below).')
-_WD = flags.DEFINE_float('weight_decay', _TRAINING.weight_decay, 'Adam weight decay (L2) of local training.')
+_WD = flags.DEFINE_float('weight_decay', None,
+                         'Adam weight decay (L2) of local training (default: per algorithm, see below).')
 _EPOCHS = flags.DEFINE_integer('local_epochs', _TRAINING.epochs, 'Local epochs per round.')
 _BATCH = flags.DEFINE_integer('batch_size', _TRAINING.batch_size, 'Local batch size.')
 _NEGATIVES = flags.DEFINE_integer('num_negatives', _TRAINING.num_negatives, 'Sampled negatives per positive.')
@@ -175,6 +172,10 @@ def learning_rate() -> float:
   return _flag_or_default(_LR, DEFAULT_LEARNING_RATE, _TRAINING.learning_rate)
 
 
+def weight_decay() -> float:
+  return _flag_or_default(_WD, DEFAULT_WEIGHT_DECAY, _TRAINING.weight_decay)
+
+
 def init_scale() -> float:
   return _flag_or_default(_INIT_SCALE, DEFAULT_INIT_SCALE, 0.1)
 
@@ -189,7 +190,7 @@ def _hidden_units(flag) -> tuple[int, ...]:
 def build_process(dataset, seed: int, num_clients: int):
   training = cw.LocalTraining(
       epochs=_EPOCHS.value, batch_size=_BATCH.value, num_negatives=_NEGATIVES.value,
-      learning_rate=learning_rate(), weight_decay=_WD.value,
+      learning_rate=learning_rate(), weight_decay=weight_decay(),
   )
   common = dict(num_items=dataset.num_items, embedding_dim=_DIM.value, training=training,
                 init_scale=init_scale(), seed=seed)
@@ -254,6 +255,7 @@ def main(argv):
   flag_values = {flag.name: flag.value
                  for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])}
   flag_values['learning_rate'] = learning_rate()  # the effective values, also when defaulted
+  flag_values['weight_decay'] = weight_decay()
   flag_values['init_scale'] = init_scale()
   results_io.write_atomic(output_dir / 'flags.json', json.dumps(flag_values, indent=2, sort_keys=True))
   seed = _SEED.value

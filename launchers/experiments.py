@@ -1,0 +1,163 @@
+r"""Regenerates a table of the paper (or the validation grid) by running its cells, resumably.
+
+  python -m launchers.experiments --table=2 [--dataset=ml-100k] [--seeds=0,1,2] [--methods=fedmf,...]
+  python -m launchers.experiments --grid --methods=fedmf,rqfedrec     # lr x weight decay, seed 0
+  python -m launchers.experiments --table=2 --quick                   # tiny synthetic data, 2 rounds
+
+Every cell is one `launchers.simulate` run in `<output_dir>/<cell>` (default output folder
+`results/experiments/<dataset>`; `--quick`: `results/experiments/quick`). Finished cells are read, not
+run again, so a killed sweep resumes at its first unfinished cell (`tff_rqfed/experiments/cells.py`).
+The runner writes `cells.csv` (every cell: flags, both metric sets, rounds, seconds, communication)
+and `table<N>.md` (laid out like the paper's table, its numbers beside ours) or, with `--grid`,
+`grid.csv`, `choosing.md` and `chosen.json` (the best learning rate and weight decay per method on
+validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A failed cell does not stop the
+sweep: the others run, the tables hold what finished, and the exit status is 1 with the failures named.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+import pandas as pd
+import tqdm
+
+from tff_rqfed.experiments import cells as cells_lib
+from tff_rqfed.experiments import quick
+from tff_rqfed.experiments import tables
+from tff_rqfed.results_io import write_atomic
+
+_TABLE = flags.DEFINE_integer('table', None, f'Paper table to regenerate: one of {sorted(tables.TABLES)}.')
+_GRID = flags.DEFINE_bool('grid', False, 'Run the learning-rate x weight-decay validation grid instead.')
+_DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset of the cells.')
+_SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default 0,1,2; the grid and --quick: 0).')
+_METHODS = flags.DEFINE_list('methods', None, 'Only these rows (cell stems, e.g. fedmf,rqfedrec-hash).')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
+                                  'Sweep folder (default results/experiments/<dataset or quick>).')
+_QUICK = flags.DEFINE_bool('quick', False, 'Tiny synthetic data, 2 rounds, one seed: checks the runner.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List the cells and whether each is finished; run none.')
+_LEARNING_RATES = flags.DEFINE_list('learning_rates', None,
+                                    'With --grid: these learning rates (default the paper grid 0.01,0.001,0.0001).')
+_WEIGHT_DECAYS = flags.DEFINE_list('weight_decays', None,
+                                   'With --grid: these weight decays (default the paper grid 0,1e-6,1e-3).')
+_ROUNDS = flags.DEFINE_integer('rounds', None, 'Round cap of every cell (default the launcher\'s 300).')
+_PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar over the cells.')
+
+
+def _fail(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _seeds() -> list[int]:
+  default = ['0'] if (_GRID.value or _QUICK.value) else ['0', '1', '2']
+  try:
+    return [int(s) for s in (_SEEDS.value or default)]
+  except ValueError:
+    _fail(f'--seeds must be integers, got {",".join(_SEEDS.value)!r}')
+
+
+def _floats(flag) -> tuple[float, ...] | None:
+  if flag.value is None:
+    return None
+  try:
+    return tuple(float(v) for v in flag.value)
+  except ValueError:
+    _fail(f'--{flag.name} must be numbers, got {",".join(flag.value)!r}')
+
+
+def _plan(output_dir: pathlib.Path) -> list[cells_lib.Cell]:
+  seeds = _seeds()  # checked before the quick data is written
+  if _QUICK.value:
+    dataset_flags, extra = quick.write_dataset(output_dir / 'data'), quick.EXTRA_FLAGS
+  else:
+    dataset_flags, extra = {'dataset': _DATASET.value}, None
+  if _ROUNDS.value is not None:
+    dataset_flags['rounds'] = _ROUNDS.value
+  if _GRID.value:
+    if not _METHODS.value:
+      _fail('--grid needs --methods (algorithm names, e.g. fedmf,rqfedrec)')
+    return tables.grid_cells(_METHODS.value, dataset_flags=dataset_flags, seed=seeds[0], extra=extra,
+                             learning_rates=_floats(_LEARNING_RATES), weight_decays=_floats(_WEIGHT_DECAYS))
+  plan = tables.cells(_TABLE.value, dataset_flags=dataset_flags, seeds=seeds, methods=_METHODS.value,
+                      extra=extra)
+  if not plan:
+    stems = [row.stem for row in tables.TABLES[_TABLE.value]['rows']]
+    _fail(f'--methods={",".join(_METHODS.value)} matches no row of table {_TABLE.value}; rows: {stems}')
+  return plan
+
+
+def _run(plan, output_dir: pathlib.Path) -> tuple[list[dict], list[str]]:
+  records, failures = [], []
+  bar = tqdm.tqdm(plan, unit='cell', disable=not _PROGRESS.value)
+  for cell in bar:
+    bar.set_description(cell.name)
+    cell_dir = output_dir / cell.name
+    try:
+      summary = cells_lib.finished_summary(cell, cell_dir)
+      if summary is None:
+        summary = cells_lib.run_cell(cell, cell_dir)
+    except cells_lib.CellError as e:
+      failures.append(str(e))
+      tqdm.tqdm.write(f'error: {e}', file=sys.stderr)
+      continue
+    records.append(tables.cell_record(cell, summary, seconds=cells_lib.wall_seconds(cell_dir)))
+  return records, failures
+
+
+def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
+  frame = pd.DataFrame(records)
+  if _GRID.value:
+    write_atomic(output_dir / 'grid.csv', frame.to_csv(index=False))
+    text, chosen = tables.choosing_markdown(frame)
+    write_atomic(output_dir / 'choosing.md', text)
+    write_atomic(output_dir / 'chosen.json', json.dumps(chosen, indent=2, sort_keys=True) + '\n')
+    return text
+  _merge_cells_csv(frame, output_dir / 'cells.csv')
+  text = tables.markdown(_TABLE.value, frame, dataset=dataset)
+  write_atomic(output_dir / f'table{_TABLE.value}.md', text)
+  return text
+
+
+def _merge_cells_csv(frame: pd.DataFrame, path: pathlib.Path) -> None:
+  """cells.csv holds every cell the sweep folder has produced, one line per cell, newest kept."""
+  if path.exists():
+    frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates('cell', keep='last')
+  write_atomic(path, frame.sort_values('cell').to_csv(index=False))
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]!r}')
+  if (_TABLE.value is None) == (not _GRID.value):
+    _fail('give exactly one of --table=N or --grid')
+  if _TABLE.value is not None and _TABLE.value not in tables.TABLES:
+    _fail(f'--table={_TABLE.value} is not implemented; implemented tables: {sorted(tables.TABLES)}')
+  name = 'quick' if _QUICK.value else _DATASET.value
+  output_dir = pathlib.Path(_OUTPUT_DIR.value or f'results/experiments/{name}')
+  try:
+    plan = _plan(output_dir)
+  except ValueError as e:
+    _fail(str(e))
+  if _DRY_RUN.value:
+    for cell in plan:
+      try:
+        done = cells_lib.finished_summary(cell, output_dir / cell.name) is not None
+      except cells_lib.CellError as e:
+        done = f'refused: {e}'
+      print(f"{cell.name}\t{'finished' if done is True else done or 'to run'}\t"
+            + ' '.join(cell.command(output_dir / cell.name)[3:-2]))
+    return
+  records, failures = _run(plan, output_dir)
+  if records:
+    print(_write(records, output_dir, 'quick' if _QUICK.value else _DATASET.value))
+  if failures:
+    print(f'{len(failures)} of {len(plan)} cells failed:\n  ' + '\n  '.join(failures), file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,81 @@
+"""A cell is finished only when its folder holds an uninterrupted run with the same flags."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tff_rqfed.experiments import cells
+
+
+def _write_run(folder, flags, **summary):
+  folder.mkdir(parents=True)
+  (folder / 'flags.json').write_text(json.dumps(flags))
+  (folder / 'summary.json').write_text(json.dumps({'interrupted': False, **summary}))
+
+
+def test_cell_command_is_the_simulate_launcher_with_its_flags_and_folder(tmp_path):
+  cell = cells.Cell.make('fedmf-s0', 'FedMF', algorithm='fedmf', seed=0, save_topk=True,
+                         ncf_hidden_units=(8, 4))
+  command = cell.command(tmp_path / 'fedmf-s0')
+  assert command[:3] == [sys.executable, '-m', 'launchers.simulate']
+  assert '--algorithm=fedmf' in command and '--seed=0' in command
+  assert '--save_topk=true' in command and '--ncf_hidden_units=8,4' in command
+  assert f'--output_dir={tmp_path / "fedmf-s0"}' in command
+
+
+def test_missing_folder_is_unfinished(tmp_path):
+  cell = cells.Cell.make('fedmf-s0', 'FedMF', algorithm='fedmf')
+  assert cells.finished_summary(cell, tmp_path / 'fedmf-s0') is None
+
+
+def test_folder_killed_before_its_summary_is_unfinished(tmp_path):
+  cell = cells.Cell.make('fedmf-s0', 'FedMF', algorithm='fedmf')
+  (tmp_path / 'fedmf-s0').mkdir()
+  (tmp_path / 'fedmf-s0' / 'flags.json').write_text(json.dumps({'algorithm': 'fedmf'}))
+  (tmp_path / 'fedmf-s0' / 'rounds.csv').write_text('round\n1\n')
+  assert cells.finished_summary(cell, tmp_path / 'fedmf-s0') is None
+
+
+def test_finished_run_with_the_recorded_flags_is_read_not_rerun(tmp_path):
+  # flags.json records absl's parsed values: floats, lists of strings, booleans.
+  _write_run(tmp_path / 'c', {'algorithm': 'fedncf', 'learning_rate': 0.001, 'weight_decay': 0.0,
+                              'ncf_hidden_units': ['8', '4'], 'save_topk': False, 'seed': 1},
+             test={'ndcg@10': 0.5})
+  cell = cells.Cell.make('c', 'FedNCF', algorithm='fedncf', learning_rate=1e-3, weight_decay=0,
+                         ncf_hidden_units='8,4', save_topk=False, seed=1)
+  assert cells.finished_summary(cell, tmp_path / 'c')['test'] == {'ndcg@10': 0.5}
+
+
+def test_interrupted_run_is_unfinished(tmp_path):
+  _write_run(tmp_path / 'c', {'algorithm': 'fedmf'}, interrupted=True)
+  assert cells.finished_summary(cells.Cell.make('c', 'FedMF', algorithm='fedmf'), tmp_path / 'c') is None
+
+
+@pytest.mark.parametrize('recorded', [{'algorithm': 'fedmf', 'learning_rate': 0.01},
+                                      {'algorithm': 'fedmf'}])
+def test_folder_of_another_run_is_refused_naming_the_flag(tmp_path, recorded):
+  _write_run(tmp_path / 'c', recorded)
+  cell = cells.Cell.make('c', 'FedMF', algorithm='fedmf', learning_rate=0.001)
+  with pytest.raises(cells.CellError, match=r'different run \(--learning_rate=0.001 requested'):
+    cells.finished_summary(cell, tmp_path / 'c')
+
+
+def test_unreadable_summary_is_refused_naming_the_folder(tmp_path):
+  (tmp_path / 'c').mkdir()
+  (tmp_path / 'c' / 'summary.json').write_text('{"test": ')
+  (tmp_path / 'c' / 'flags.json').write_text('{}')
+  with pytest.raises(cells.CellError, match=f'{tmp_path / "c"}: unreadable'):
+    cells.finished_summary(cells.Cell.make('c', 'FedMF', algorithm='fedmf'), tmp_path / 'c')
+
+
+def test_failing_cell_raises_with_its_log_and_records_the_exit_status(tmp_path):
+  cell = cells.Cell.make('bad', 'FedMF', algorithm='no_such_algorithm')
+  with pytest.raises(cells.CellError, match=r'cell bad failed \(exit [1-9]\d*\); see .*bad/log.txt'):
+    cells.run_cell(cell, tmp_path / 'bad')
+  assert 'no_such_algorithm' in (tmp_path / 'bad' / 'log.txt').read_text()
+  assert json.loads((tmp_path / 'bad' / 'runner.json').read_text())['returncode'] != 0
+  assert cells.wall_seconds(tmp_path / 'bad') > 0
+  assert cells.wall_seconds(tmp_path / 'missing') is None

@@ -1,0 +1,85 @@
+"""The tables' cells carry each method's validated hyperparameters; tables put the paper beside us."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tff_rqfed import hyperparameters
+from tff_rqfed.experiments import tables
+
+ML100K = {'dataset': 'ml-100k'}
+
+
+def test_table2_has_every_method_for_every_seed_with_validated_hyperparameters():
+  plan = tables.cells(2, dataset_flags=ML100K, seeds=[0, 1, 2])
+  assert len(plan) == 9 * 3
+  assert len({cell.name for cell in plan}) == len(plan)
+  fedcia = [c for c in plan if c.name == 'fedcia-s1'][0].flag_dict
+  assert fedcia == {'algorithm': 'fedcia', 'dataset': 'ml-100k', 'seed': 1,
+                    'learning_rate': hyperparameters.DEFAULT_LEARNING_RATE['fedcia'],
+                    'weight_decay': hyperparameters.DEFAULT_WEIGHT_DECAY['fedcia'],
+                    'init_scale': hyperparameters.DEFAULT_INIT_SCALE['fedcia']}
+  assert [c for c in plan if c.name == 'mostpop-s0'][0].flag_dict == {
+      'algorithm': 'mostpop', 'dataset': 'ml-100k', 'seed': 0}
+
+
+def test_table3_runs_one_user_per_client_in_its_own_folder():
+  plan = tables.cells(3, dataset_flags=ML100K, seeds=[0])
+  assert [c.name for c in plan] == ['per_user/pfedrec-s0', 'per_user/gpfedrec-s0', 'per_user/fedrap-s0',
+                                    'per_user/fedmf-s0', 'per_user/rqfedrec-s0']
+  assert all(c.flag_dict['partition'] == 'per_user' for c in plan)
+
+
+def test_table6_rows_are_rqfedrec_with_each_code_id_source():
+  plan = tables.cells(6, dataset_flags=ML100K, seeds=[0], methods=['rqfedrec-hash', 'rqfedrec'])
+  assert [(c.name, c.flag_dict['algorithm'], c.flag_dict.get('code_ids')) for c in plan] == [
+      ('rqfedrec-hash-s0', 'rqfedrec', 'hash'), ('rqfedrec-s0', 'rqfedrec', None)]
+
+
+def test_extra_flags_apply_to_their_algorithm_only():
+  plan = tables.cells(2, dataset_flags=ML100K, seeds=[0], methods=['fedmf', 'rqfedrec', 'mostpop'],
+                      extra={'rqfedrec': {'levels': 2}})
+  assert [c.flag_dict.get('levels') for c in plan] == [None, None, 2]
+
+
+def test_unknown_table_is_refused_with_the_implemented_ones():
+  with pytest.raises(ValueError, match=r'--table=9 is not implemented; implemented tables: \[2, 3, 6\]'):
+    tables.cells(9, dataset_flags=ML100K, seeds=[0])
+
+
+def test_grid_is_the_papers_learning_rate_by_weight_decay_grid():
+  plan = tables.grid_cells(['fedmf'], dataset_flags=ML100K)
+  pairs = {(c.flag_dict['learning_rate'], c.flag_dict['weight_decay']) for c in plan}
+  assert pairs == {(lr, wd) for lr in (0.01, 0.001, 0.0001) for wd in (0.0, 1e-6, 1e-3)}
+  assert 'grid/fedmf-lr0.001-wd1e-06-s0' in {c.name for c in plan}
+  with pytest.raises(ValueError, match=r"grid methods \['mostpop'\] are not trainable"):
+    tables.grid_cells(['mostpop'], dataset_flags=ML100K)
+
+
+def _record(row, seed, recall, ndcg, paper_ndcg, **extra):
+  return {'cell': f'{row}-s{seed}', 'row': row, 'test/recall@10': recall, 'test/mrr@10': 0.3,
+          'test/ndcg@10': ndcg, 'test_paper/recall@10': recall, 'test_paper/mrr@10': 0.5,
+          'test_paper/ndcg@10': paper_ndcg, 'rounds_run': 20, 'seconds_per_round': 3.0,
+          'upload': 10, 'download': 12, **extra}
+
+
+def test_markdown_averages_seeds_and_puts_the_papers_numbers_beside_ours():
+  records = pd.DataFrame([_record('FedMF', 0, 0.16, 0.48, 0.60), _record('FedMF', 1, 0.18, 0.50, 0.62),
+                          _record('MostPop', 0, 0.0975, 0.325, 0.4)])
+  text = tables.markdown(2, records, dataset='ml-100k')
+  fedmf = [line for line in text.splitlines() if line.startswith('| FedMF |')][0].split(' | ')
+  assert fedmf[1:4] == ['2', '0.1700 ± 0.0141', '0.3000 ± 0.0000']
+  assert fedmf[7:10] == ['0.1639', '0.5527', '0.6079']  # the paper's Table 2 row
+  mostpop = [line for line in text.splitlines() if line.startswith('| MostPop |')][0].split(' | ')
+  assert mostpop[7:10] == ['-', '-', '-']  # not in the paper
+  assert '| RQFedRec |' not in text  # rows without cells are left out
+
+
+def test_choosing_table_marks_the_best_validation_ndcg_per_method():
+  records = pd.DataFrame([
+      {'row': 'fedmf', 'flag_learning_rate': lr, 'flag_weight_decay': wd, 'valid/ndcg@10': v}
+      for lr, wd, v in [(0.01, 0.0, 0.20), (0.01, 1e-6, 0.21), (0.001, 0.0, 0.19), (0.001, 1e-6, 0.15)]])
+  text, chosen = tables.choosing_markdown(records)
+  assert chosen == {'fedmf': {'learning_rate': 0.01, 'weight_decay': 1e-6, 'valid/ndcg@10': 0.21}}
+  assert text.splitlines()[2] == ('| fedmf | 0.2000 | **0.2100** | 0.1900 | 0.1500 | lr 0.01, wd 1e-06 |')

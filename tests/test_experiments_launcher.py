@@ -1,0 +1,99 @@
+"""End-to-end runs of `python -m launchers.experiments --quick`: cells run once, tables are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=600):
+  command = [sys.executable, '-m', 'launchers.experiments', '--quick', '--progress=false', *args]
+  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+
+
+@pytest.fixture(scope='module')
+def sweep(tmp_path_factory):
+  """Table 2 (MostPop, FedMF), Table 3 (PFedRec), Table 6 (hash codes) and a 2-cell grid, quick."""
+  root = tmp_path_factory.mktemp('experiments')
+  runs = {
+      'table2': _run('--table=2', '--methods=mostpop,fedmf', f'--output_dir={root}'),
+      'table3': _run('--table=3', '--methods=pfedrec', f'--output_dir={root}'),
+      'table6': _run('--table=6', '--methods=rqfedrec-hash', f'--output_dir={root}'),
+      'grid': _run('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0',
+                   f'--output_dir={root}'),
+  }
+  return root, runs
+
+
+def _ok(proc):
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_table_run_writes_cells_csv_and_the_table_beside_the_papers(sweep):
+  root, runs = sweep
+  _ok(runs['table2'])
+  cells = pd.read_csv(root / 'cells.csv')
+  assert {'fedmf-s0', 'mostpop-s0', 'per_user/pfedrec-s0', 'rqfedrec-hash-s0'} <= set(cells['cell'])
+  fedmf = cells.set_index('cell').loc['fedmf-s0']
+  summary = json.loads((root / 'fedmf-s0' / 'summary.json').read_text())
+  assert fedmf['test/ndcg@10'] == pytest.approx(summary['test']['ndcg@10'])
+  assert fedmf['test_paper/ndcg@10'] == pytest.approx(summary['test_paper']['ndcg@10'])
+  assert fedmf['upload'] == 40 * 8 and fedmf['rounds_run'] == 2 and fedmf['wall_seconds'] > 0
+  table = (root / 'table2.md').read_text()
+  assert '| FedMF | 1 |' in table and '| MostPop | 1 |' in table
+  assert f"{summary['test']['recall@10']:.4f}" in table
+
+
+def test_each_table_and_the_grid_run_their_own_cells(sweep):
+  root, runs = sweep
+  for name in ('table3', 'table6', 'grid'):
+    _ok(runs[name])
+  assert json.loads((root / 'per_user/pfedrec-s0/flags.json').read_text())['partition'] == 'per_user'
+  assert json.loads((root / 'rqfedrec-hash-s0/flags.json').read_text())['code_ids'] == 'hash'
+  assert '| PFedRec | 1 |' in (root / 'table3.md').read_text()
+  assert '| hash-based codebook | 1 |' in (root / 'table6.md').read_text()
+  chosen = json.loads((root / 'chosen.json').read_text())['fedmf']
+  grid = pd.read_csv(root / 'grid.csv')
+  assert len(grid) == 2
+  assert chosen['valid/ndcg@10'] == pytest.approx(grid['valid/ndcg@10'].max())
+  assert '**' in (root / 'choosing.md').read_text()
+
+
+def test_rerun_reads_finished_cells_instead_of_running_them(sweep):
+  root, runs = sweep
+  _ok(runs['table2'])
+  before = {p: p.stat().st_mtime_ns for p in root.glob('*-s0/summary.json')}
+  again = _ok(_run('--table=2', '--methods=mostpop,fedmf', f'--output_dir={root}'))
+  assert {p: p.stat().st_mtime_ns for p in root.glob('*-s0/summary.json')} == before
+  assert (root / 'table2.md').read_text() in again.stdout
+
+
+def test_dry_run_lists_finished_and_unfinished_cells(sweep):
+  root, _ = sweep
+  proc = _ok(_run('--table=2', '--methods=fedmf,fedncf', '--dry_run', f'--output_dir={root}'))
+  lines = dict(line.split('\t')[:2] for line in proc.stdout.splitlines())
+  assert lines == {'fedmf-s0': 'finished', 'fedncf-s0': 'to run'}
+  assert not (root / 'fedncf-s0').exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 6]'),
+    (['--grid'], 'error: --grid needs --methods'),
+    (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N or --grid'),
+    (['--table=2', '--methods=nope'], "error: --methods=nope matches no row of table 2"),
+    (['--table=2', '--seeds=a'], "error: --seeds must be integers, got 'a'"),
+])
+def test_bad_request_is_one_line_and_exit_status_2(tmp_path, args, message):
+  proc = _run(*args, f'--output_dir={tmp_path}', timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith(message)
+  assert not list(tmp_path.glob('*/summary.json'))

@@ -1,0 +1,135 @@
+"""Cells of an experiment sweep: one `launchers.simulate` run each, skipped once finished.
+
+A cell is a name (its folder under the sweep's output folder, e.g. `fedmf-s0` or
+`per_user/rqfedrec-s1`) and the `launchers.simulate` flags that define it. `run_cell` runs the cell as
+a subprocess of the same launcher a user would call (so a cell is exactly a `launchers.simulate` run,
+and a FedCIA cell's 8 GB TFF worker is gone when the cell ends), with its log in `<cell>/log.txt`.
+
+A cell is *finished* when its folder holds a `summary.json` of an uninterrupted run whose
+`flags.json` agrees with the cell's flags; a finished cell is read, never run again, so a killed sweep
+resumes at the first unfinished cell. A folder whose `flags.json` disagrees holds another experiment:
+it is refused with the first differing flag named, never overwritten. A folder without a summary (a
+cell killed mid-run) is run again from round 1; runs are deterministic, so the result is the one the
+killed run would have given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from tff_rqfed.results_io import write_atomic
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+RUNNER_FILE = 'runner.json'  # wall time and exit status of the cell, written by `run_cell`
+
+
+class CellError(RuntimeError):
+  """A cell cannot be run or read: its message names the cell folder and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One run of a sweep.
+
+  Attributes:
+    name: the folder under the sweep's output folder, `/`-separated (`per_user/fedmf-s0`).
+    flags: `launchers.simulate` flags (without `--output_dir`), name -> value.
+    row: the table row this cell belongs to (`FedMF`), shared by the seeds of one method.
+  """
+
+  name: str
+  flags: tuple[tuple[str, object], ...]
+  row: str
+
+  @classmethod
+  def make(cls, name: str, row: str, **flags) -> 'Cell':
+    return cls(name=name, row=row, flags=tuple(sorted(flags.items())))
+
+  @property
+  def flag_dict(self) -> dict[str, object]:
+    return dict(self.flags)
+
+  def command(self, output_dir: pathlib.Path) -> list[str]:
+    args = [f'--{name}={_flag_text(value)}' for name, value in self.flags]
+    return [sys.executable, '-m', 'launchers.simulate', *args,
+            f'--output_dir={output_dir}', '--progress=false']
+
+
+def _flag_text(value) -> str:
+  if isinstance(value, bool):
+    return 'true' if value else 'false'
+  if isinstance(value, (list, tuple)):
+    return ','.join(str(v) for v in value)
+  return str(value)
+
+
+def _same(requested, recorded) -> bool:
+  """Whether a requested flag value equals the value `flags.json` recorded (absl parsed it)."""
+  if isinstance(recorded, list):
+    return [str(v) for v in recorded] == _flag_text(requested).split(',')
+  if isinstance(recorded, bool) or isinstance(requested, bool):
+    return _flag_text(requested) == _flag_text(recorded)
+  if isinstance(recorded, (int, float)):
+    try:
+      return float(requested) == float(recorded)
+    except (TypeError, ValueError):
+      return False
+  return str(requested) == str(recorded)
+
+
+def _differing_flag(cell: Cell, recorded: dict) -> str | None:
+  for name, value in cell.flags:
+    if name not in recorded or not _same(value, recorded[name]):
+      return f'--{name}={_flag_text(value)} requested, {recorded.get(name, "absent")!r} recorded'
+  return None
+
+
+def finished_summary(cell: Cell, cell_dir: pathlib.Path) -> dict | None:
+  """The cell's summary when `cell_dir` holds a finished run of it, else None (see module doc)."""
+  summary_path = cell_dir / 'summary.json'
+  flags_path = cell_dir / 'flags.json'
+  if not summary_path.exists():
+    return None
+  try:
+    summary = json.loads(summary_path.read_text())
+    recorded = json.loads(flags_path.read_text())
+  except (OSError, ValueError) as e:
+    raise CellError(f'{cell_dir}: unreadable summary.json or flags.json ({e}); move the folder away') from e
+  differing = _differing_flag(cell, recorded)
+  if differing:
+    raise CellError(f'{cell_dir} holds a different run ({differing}); move it or choose another '
+                    '--output_dir')
+  return None if summary.get('interrupted') else summary
+
+
+def run_cell(cell: Cell, cell_dir: pathlib.Path, *, env: dict | None = None) -> dict:
+  """Runs the cell's `launchers.simulate` into `cell_dir` and returns its summary."""
+  cell_dir.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+  with open(cell_dir / 'log.txt', 'w') as log:
+    proc = subprocess.run(cell.command(cell_dir), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {})))
+  seconds = time.perf_counter() - start
+  write_atomic(cell_dir / RUNNER_FILE, json.dumps(
+      {'seconds': seconds, 'returncode': proc.returncode, 'command': cell.command(cell_dir)},
+      indent=2) + '\n')
+  if proc.returncode != 0:
+    raise CellError(f'cell {cell.name} failed (exit {proc.returncode}); see {cell_dir / "log.txt"}')
+  summary = finished_summary(cell, cell_dir)
+  if summary is None:
+    raise CellError(f'cell {cell.name} ended without a finished summary; see {cell_dir / "log.txt"}')
+  return summary
+
+
+def wall_seconds(cell_dir: pathlib.Path) -> float | None:
+  """The wall time `run_cell` recorded for the cell, or None for a run made outside the runner."""
+  try:
+    return float(json.loads((cell_dir / RUNNER_FILE).read_text())['seconds'])
+  except (OSError, ValueError, KeyError):
+    return None

@@ -1,0 +1,199 @@
+"""The paper's tables as sweeps of cells, the paper's numbers, and the tables written from the results.
+
+Each table is a list of rows (a label and the `launchers.simulate` flags that make the method) run
+for every seed; `cells` turns it into `cells.Cell`s for one dataset, with each method's validated
+learning rate, weight decay and initialisation scale (`tff_rqfed.hyperparameters`) passed
+explicitly. Implemented: Table 2 (overall comparison, 100 clients), Table 3 (one user per client),
+Table 6 (codebook alternatives) and the validation grid of Sec. 6.1 (`grid_cells`, the choosing
+table of the README). The paper's numbers (`PAPER`) use its metric code for MRR and NDCG
+(`test_paper` here); its recall equals ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from tff_rqfed import hyperparameters
+from tff_rqfed.experiments.cells import Cell
+
+METRICS = ('recall@10', 'mrr@10', 'ndcg@10')
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """A table row: a label, its cell-name stem and the flags of the method."""
+
+  label: str
+  stem: str
+  flags: tuple[tuple[str, object], ...] = ()
+
+  @property
+  def algorithm(self) -> str:
+    return dict(self.flags).get('algorithm', self.stem)
+
+
+def _row(label, stem, **flags):
+  flags.setdefault('algorithm', stem)
+  return Row(label, stem, tuple(sorted(flags.items())))
+
+
+TABLES: dict[int, dict] = {
+    2: {'title': 'Table 2: overall comparison', 'rows': (
+        _row('MostPop', 'mostpop'), _row('MF (no aggregation)', 'mf_local'), _row('FedMF', 'fedmf'),
+        _row('FedNCF', 'fedncf'), _row('PFedRec', 'pfedrec'), _row('GPFedRec', 'gpfedrec'),
+        _row('FedRAP', 'fedrap'), _row('FedCIA', 'fedcia'), _row('RQFedRec', 'rqfedrec'))},
+    3: {'title': 'Table 3: one user per client', 'subdir': 'per_user', 'rows': (
+        _row('PFedRec', 'pfedrec', partition='per_user'),
+        _row('GPFedRec', 'gpfedrec', partition='per_user'),
+        _row('FedRAP', 'fedrap', partition='per_user'),
+        _row('FedMF', 'fedmf', partition='per_user'),
+        _row('RQFedRec', 'rqfedrec', partition='per_user'))},
+    6: {'title': 'Table 6: codebook alternatives', 'rows': (
+        _row('hash-based codebook', 'rqfedrec-hash', algorithm='rqfedrec', code_ids='hash'),
+        _row('RQ-VAE codebook', 'rqfedrec-rqvae', algorithm='rqfedrec', code_ids='rq_vae'),
+        _row('RQFedRec', 'rqfedrec'))},
+}
+
+# The paper's numbers (Recall@10, MRR@10, NDCG@10; MRR and NDCG from its metric code), by table,
+# dataset and row label; rows the paper does not have are absent.
+PAPER = {
+    2: {'ml-100k': {'MF (no aggregation)': (0.0519, 0.2551, 0.3157), 'FedMF': (0.1639, 0.5527, 0.6079),
+                    'FedNCF': (0.1713, 0.5390, 0.6001), 'PFedRec': (0.0663, 0.3150, 0.3797),
+                    'GPFedRec': (0.1134, 0.4124, 0.4861), 'FedRAP': (0.0391, 0.1559, 0.2036),
+                    'FedCIA': (0.1749, 0.5661, 0.6228), 'RQFedRec': (0.1914, 0.6271, 0.6695)},
+        'ml-1m': {'MF (no aggregation)': (0.0616, 0.3476, 0.4144), 'FedMF': (0.1264, 0.5524, 0.6111),
+                  'FedNCF': (0.1362, 0.5774, 0.6316), 'PFedRec': (0.0373, 0.2738, 0.3315),
+                  'GPFedRec': (0.0677, 0.3858, 0.4444), 'FedRAP': (0.0414, 0.2772, 0.3392),
+                  'FedCIA': (0.1239, 0.5437, 0.6021), 'RQFedRec': (0.1442, 0.6209, 0.6642)}},
+    3: {'ml-100k': {'PFedRec': (0.1381, 0.4333, 0.5029), 'GPFedRec': (0.1395, 0.4797, 0.5522),
+                    'FedRAP': (0.1423, 0.5132, 0.5630), 'RQFedRec': (0.1620, 0.5688, 0.6132)}},
+    6: {'ml-100k': {'hash-based codebook': (0.0200, 0.1288, 0.1685),
+                    'RQ-VAE codebook': (0.1630, 0.5359, 0.6004), 'RQFedRec': (0.1914, 0.6271, 0.6695)}},
+}
+
+
+def tuned_flags(algorithm: str) -> dict[str, object]:
+  """The validated learning rate, weight decay and init scale of `algorithm` (none for MostPop)."""
+  if algorithm == 'mostpop':
+    return {}
+  return {'learning_rate': hyperparameters.DEFAULT_LEARNING_RATE[algorithm],
+          'weight_decay': hyperparameters.DEFAULT_WEIGHT_DECAY[algorithm],
+          'init_scale': hyperparameters.DEFAULT_INIT_SCALE[algorithm]}
+
+
+def _cell(row: Row, name: str, *, dataset_flags: dict, seed: int, overrides: dict | None = None,
+          extra: dict | None = None) -> Cell:
+  flags = {**tuned_flags(row.algorithm), **dict(row.flags), **dataset_flags, 'seed': seed}
+  flags.update(overrides or {})
+  if row.algorithm != 'mostpop':
+    flags.update((extra or {}).get(row.algorithm, {}))
+  return Cell.make(name, row.label, **flags)
+
+
+def cells(table: int, *, dataset_flags: dict, seeds, methods=None, extra=None) -> list[Cell]:
+  """The cells of `table`: every row (or those whose stem is in `methods`) for every seed.
+
+  `dataset_flags` (e.g. `{'dataset': 'ml-100k'}`) go to every cell; `extra` maps an algorithm to
+  more flags (the quick mode's small codebooks).
+  """
+  spec = _spec(table)
+  rows = [row for row in spec['rows'] if methods is None or row.stem in methods]
+  prefix = f"{spec['subdir']}/" if 'subdir' in spec else ''
+  return [_cell(row, f'{prefix}{row.stem}-s{seed}', dataset_flags=dataset_flags, seed=seed, extra=extra)
+          for row in rows for seed in seeds]
+
+
+def grid_cells(methods, *, dataset_flags: dict, seed: int = 0, extra=None, learning_rates=None,
+               weight_decays=None) -> list[Cell]:
+  """The validation grid of Sec. 6.1: learning rate x weight decay for each method, one seed.
+
+  `learning_rates` and `weight_decays` default to the paper's grid (`hyperparameters`).
+  """
+  unknown = sorted(set(methods) - set(hyperparameters.DEFAULT_LEARNING_RATE))
+  if unknown:
+    raise ValueError(f'grid methods {unknown} are not trainable algorithms; '
+                     f'known: {sorted(hyperparameters.DEFAULT_LEARNING_RATE)}')
+  out = []
+  for method in methods:
+    row = _row(method, method)
+    for lr in learning_rates or hyperparameters.LEARNING_RATE_GRID:
+      for wd in weight_decays or hyperparameters.WEIGHT_DECAY_GRID:
+        out.append(_cell(row, f'grid/{method}-lr{lr:g}-wd{wd:g}-s{seed}', dataset_flags=dataset_flags,
+                         seed=seed, overrides={'learning_rate': lr, 'weight_decay': wd}, extra=extra))
+  return out
+
+
+def _spec(table: int) -> dict:
+  if table not in TABLES:
+    raise ValueError(f'--table={table} is not implemented; implemented tables: {sorted(TABLES)}')
+  return TABLES[table]
+
+
+def cell_record(cell: Cell, summary: dict, *, seconds: float | None) -> dict:
+  """One line of cells.csv: the cell, its flags, both metric sets, rounds, time and communication."""
+  record = {'cell': cell.name, 'row': cell.row, **{f'flag_{k}': v for k, v in cell.flags}}
+  for block in ('test', 'test_paper', 'valid'):
+    for metric in METRICS:
+      record[f'{block}/{metric}'] = summary.get(block, {}).get(metric)
+  communication = summary.get('communication', {})
+  record.update({'best_round': summary.get('best_round'), 'rounds_run': summary.get('rounds_run'),
+                 'seconds_per_round': summary.get('seconds_per_round'), 'wall_seconds': seconds,
+                 'upload': communication.get('upload'), 'download': communication.get('download')})
+  return record
+
+
+def _mean_std(values: pd.Series, digits: int = 4) -> str:
+  values = values.dropna().astype(float)
+  if values.empty:
+    return '-'
+  if len(values) == 1:
+    return f'{values.iloc[0]:.{digits}f}'
+  return f'{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}'
+
+
+def markdown(table: int, records: pd.DataFrame, *, dataset: str) -> str:
+  """The table laid out like the paper's: our metrics (both sets, mean ± std over seeds) beside its."""
+  spec = _spec(table)
+  paper = PAPER.get(table, {}).get(dataset, {})
+  lines = [f"### {spec['title']}, {dataset}", '',
+           '| method | seeds | Recall@10 | MRR@10 | NDCG@10 | paper-code MRR@10 | paper-code NDCG@10 '
+           '| paper Recall@10 | paper MRR@10 | paper NDCG@10 | rounds | s/round | upload | download |',
+           '|---|' + '---|' * 13]
+  for row in spec['rows']:
+    group = records[records['row'] == row.label] if len(records) else records
+    if group.empty:
+      continue
+    ours = [_mean_std(group[f'test/{m}']) for m in METRICS]
+    ours += [_mean_std(group[f'test_paper/{m}']) for m in METRICS[1:]]
+    theirs = [f'{v:.4f}' for v in paper[row.label]] if row.label in paper else ['-'] * 3
+    time_cells = [_mean_std(group['rounds_run'], 0), _mean_std(group['seconds_per_round'], 1)]
+    lines.append(f'| {row.label} | {len(group)} | ' + ' | '.join(ours + theirs + time_cells)
+                 + f" | {group['upload'].iloc[0]} | {group['download'].iloc[0]} |")
+  return '\n'.join(lines) + '\n'
+
+
+def choosing_markdown(records: pd.DataFrame) -> tuple[str, dict]:
+  """The grid as a table of validation NDCG@10 per (lr, weight decay), and the best pair per method."""
+  learning_rates = sorted(set(records['flag_learning_rate'].astype(float)), reverse=True)
+  weight_decays = sorted(set(records['flag_weight_decay'].astype(float)))
+  pairs = [(lr, wd) for lr in learning_rates for wd in weight_decays]
+  lines = ['| method | ' + ' | '.join(f'lr {lr:g}, wd {wd:g}' for lr, wd in pairs) + ' | chosen |',
+           '|---|' + '---|' * (len(pairs) + 1)]
+  chosen = {}
+  for method, group in records.groupby('row', sort=False):
+    best = group.loc[group['valid/ndcg@10'].astype(float).idxmax()]
+    chosen[method] = {'learning_rate': float(best['flag_learning_rate']),
+                      'weight_decay': float(best['flag_weight_decay']),
+                      'valid/ndcg@10': float(best['valid/ndcg@10'])}
+    values = []
+    for lr, wd in pairs:
+      match = group[np.isclose(group['flag_learning_rate'].astype(float), lr)
+                    & np.isclose(group['flag_weight_decay'].astype(float), wd)]
+      value = '-' if match.empty else f"{float(match['valid/ndcg@10'].iloc[0]):.4f}"
+      values.append(f'**{value}**' if best.name in match.index else value)
+    lines.append(f'| {method} | ' + ' | '.join(values)
+                 + f" | lr {chosen[method]['learning_rate']:g}, wd {chosen[method]['weight_decay']:g} |")
+  return '\n'.join(lines) + '\n', chosen
