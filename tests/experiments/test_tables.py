@@ -61,7 +61,7 @@ def _record(row, seed, recall, ndcg, paper_ndcg, **extra):
   return {'cell': f'{row}-s{seed}', 'row': row, 'test/recall@10': recall, 'test/mrr@10': 0.3,
           'test/ndcg@10': ndcg, 'test_paper/recall@10': recall, 'test_paper/mrr@10': 0.5,
           'test_paper/ndcg@10': paper_ndcg, 'rounds_run': 20, 'seconds_per_round': 3.0,
-          'upload': 10, 'download': 12, **extra}
+          'upload': 861184, 'download': 12, **extra}
 
 
 def test_markdown_averages_seeds_and_puts_the_papers_numbers_beside_ours():
@@ -71,6 +71,7 @@ def test_markdown_averages_seeds_and_puts_the_papers_numbers_beside_ours():
   fedmf = [line for line in text.splitlines() if line.startswith('| FedMF |')][0].split(' | ')
   assert fedmf[1:4] == ['2', '0.1700 ± 0.0141', '0.3000 ± 0.0000']
   assert fedmf[7:10] == ['0.1639', '0.5527', '0.6079']  # the paper's Table 2 row
+  assert fedmf[10:] == ['20 ± 0', '3.0 ± 0.0', '861,184', '12 |']
   mostpop = [line for line in text.splitlines() if line.startswith('| MostPop |')][0].split(' | ')
   assert mostpop[7:10] == ['-', '-', '-']  # not in the paper
   assert '| RQFedRec |' not in text  # rows without cells are left out

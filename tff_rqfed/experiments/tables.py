@@ -154,6 +154,10 @@ def _mean_std(values: pd.Series, digits: int = 4) -> str:
   return f'{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}'
 
 
+def _count(value) -> str:
+  return '-' if pd.isna(value) else f'{int(value):,}'
+
+
 def markdown(table: int, records: pd.DataFrame, *, dataset: str) -> str:
   """The table laid out like the paper's: our metrics (both sets, mean ± std over seeds) beside its."""
   spec = _spec(table)
@@ -171,7 +175,7 @@ def markdown(table: int, records: pd.DataFrame, *, dataset: str) -> str:
     theirs = [f'{v:.4f}' for v in paper[row.label]] if row.label in paper else ['-'] * 3
     time_cells = [_mean_std(group['rounds_run'], 0), _mean_std(group['seconds_per_round'], 1)]
     lines.append(f'| {row.label} | {len(group)} | ' + ' | '.join(ours + theirs + time_cells)
-                 + f" | {group['upload'].iloc[0]} | {group['download'].iloc[0]} |")
+                 + f" | {_count(group['upload'].iloc[0])} | {_count(group['download'].iloc[0])} |")
   return '\n'.join(lines) + '\n'
 
 
