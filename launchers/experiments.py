@@ -2,6 +2,7 @@ r"""Regenerates a table of the paper (or the validation grid) by running its cel
 
   python -m launchers.experiments --table=2 [--dataset=ml-100k] [--seeds=0,1,2] [--methods=fedmf,...]
   python -m launchers.experiments --grid --methods=fedmf,rqfedrec     # lr x weight decay, seed 0
+  python -m launchers.experiments --table=4                           # communication, five datasets, no data
   python -m launchers.experiments --table=2 --quick                   # tiny synthetic data, 2 rounds
 
 Every cell is one `launchers.simulate` run in `<output_dir>/<cell>` (default output folder
@@ -12,6 +13,8 @@ and `table<N>.md` (laid out like the paper's table, its numbers beside ours) or,
 `grid.csv`, `choosing.md` and `chosen.json` (the best learning rate and weight decay per method on
 validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A failed cell does not stop the
 sweep: the others run, the tables hold what finished, and the exit status is 1 with the failures named.
+Table 4 has no cells: each method is built for the paper's five datasets' sizes and its communication
+read from the TFF types (`table4.md`, `table4.csv`; `tff_rqfed/experiments/communication_table.py`).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import pandas as pd
 import tqdm
 
 from tff_rqfed.experiments import cells as cells_lib
+from tff_rqfed.experiments import communication_table
 from tff_rqfed.experiments import quick
 from tff_rqfed.experiments import tables
 from tff_rqfed.results_io import write_atomic
 
-_TABLE = flags.DEFINE_integer('table', None, f'Paper table to regenerate: one of {sorted(tables.TABLES)}.')
+IMPLEMENTED_TABLES = sorted([*tables.TABLES, 4])
+_TABLE = flags.DEFINE_integer('table', None, f'Paper table to regenerate: one of {IMPLEMENTED_TABLES}.')
 _GRID = flags.DEFINE_bool('grid', False, 'Run the learning-rate x weight-decay validation grid instead.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset of the cells.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default 0,1,2; the grid and --quick: 0).')
@@ -129,15 +134,36 @@ def _merge_cells_csv(frame: pd.DataFrame, path: pathlib.Path) -> None:
   write_atomic(path, frame.sort_values('cell').to_csv(index=False))
 
 
+def _communication_table(output_dir: pathlib.Path) -> str:
+  """Table 4 for the five datasets' sizes (`--quick`: 40 items, M = 4, d = 8, L = 2), no data read."""
+  from tff_rqfed import execution  # only Table 4 runs TFF in this process
+
+  execution.set_execution_context()
+  records = []
+  for dataset, (num_items, codes) in tqdm.tqdm(communication_table.DATASETS.items(),
+                                               disable=not _PROGRESS.value):
+    size = dict(num_items=40, codes=4, dim=8, levels=2) if _QUICK.value else dict(
+        num_items=num_items, codes=codes)
+    records += communication_table.measure(dataset, **size)
+  frame = pd.DataFrame(records)
+  write_atomic(output_dir / 'table4.csv', frame.to_csv(index=False))
+  text = communication_table.markdown(frame)
+  write_atomic(output_dir / 'table4.md', text)
+  return text
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]!r}')
   if (_TABLE.value is None) == (not _GRID.value):
     _fail('give exactly one of --table=N or --grid')
-  if _TABLE.value is not None and _TABLE.value not in tables.TABLES:
-    _fail(f'--table={_TABLE.value} is not implemented; implemented tables: {sorted(tables.TABLES)}')
+  if _TABLE.value is not None and _TABLE.value not in IMPLEMENTED_TABLES:
+    _fail(f'--table={_TABLE.value} is not implemented; implemented tables: {IMPLEMENTED_TABLES}')
   name = 'quick' if _QUICK.value else _DATASET.value
   output_dir = pathlib.Path(_OUTPUT_DIR.value or f'results/experiments/{name}')
+  if _TABLE.value == 4:
+    print(_communication_table(output_dir))
+    return
   try:
     plan = _plan(output_dir)
   except ValueError as e:

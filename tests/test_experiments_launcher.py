@@ -21,12 +21,13 @@ def _run(*args, timeout=600):
 
 @pytest.fixture(scope='module')
 def sweep(tmp_path_factory):
-  """Table 2 (MostPop, FedMF), Table 3 (PFedRec), Table 6 (hash codes) and a 2-cell grid, quick."""
+  """Table 2 (MostPop, FedMF), 3 (PFedRec), 6 (hash codes), 4 (communication), a 2-cell grid: quick."""
   root = tmp_path_factory.mktemp('experiments')
   runs = {
       'table2': _run('--table=2', '--methods=mostpop,fedmf', f'--output_dir={root}'),
       'table3': _run('--table=3', '--methods=pfedrec', f'--output_dir={root}'),
       'table6': _run('--table=6', '--methods=rqfedrec-hash', f'--output_dir={root}'),
+      'table4': _run('--table=4', f'--output_dir={root}'),
       'grid': _run('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0',
                    f'--output_dir={root}'),
   }
@@ -68,6 +69,17 @@ def test_each_table_and_the_grid_run_their_own_cells(sweep):
   assert '**' in (root / 'choosing.md').read_text()
 
 
+def test_table4_counts_every_method_for_the_five_datasets_without_data(sweep):
+  root, runs = sweep
+  _ok(runs['table4'])
+  table4 = pd.read_csv(root / 'table4.csv')
+  assert sorted(set(table4['dataset'])) == ['book', 'ml-100k', 'ml-1m', 'steam', 'toys']
+  assert len(table4) == 5 * 7
+  fedmf = table4[table4['method'] == 'FedMF']
+  assert (fedmf['upload'] == 40 * 8).all()  # --quick: 40 items, d = 8
+  assert '| steam | FedCIA | 40 | 1,600 |' in (root / 'table4.md').read_text()
+
+
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):
   root, runs = sweep
   _ok(runs['table2'])
@@ -86,7 +98,7 @@ def test_dry_run_lists_finished_and_unfinished_cells(sweep):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 6]'),
+    (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 6]'),
     (['--grid'], 'error: --grid needs --methods'),
     (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N or --grid'),
     (['--table=2', '--methods=nope'], "error: --methods=nope matches no row of table 2"),
