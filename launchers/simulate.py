@@ -54,39 +54,49 @@ _RATING_THRESHOLD = flags.DEFINE_float('rating_threshold', None, 'Keep ratings >
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data cache (default $TFF_RQFED_DATA_DIR or ./data).')
 _PROTOCOL = flags.DEFINE_enum('protocol', 'paper', list(protocols.PROTOCOLS), 'Train/valid/test split.')
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
-_CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).')
-_ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.')
-_PATIENCE = flags.DEFINE_integer('patience', 10, 'Early-stopping patience in rounds (valid NDCG@10).')
+_CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).', lower_bound=1)
+_ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.', lower_bound=1)
+_PATIENCE = flags.DEFINE_integer('patience', 10, 'Early-stopping patience in rounds (valid NDCG@10).',
+                                 lower_bound=1)
 _MIN_ROUNDS = flags.DEFINE_integer('min_rounds', None,
-                                   'No early stop before this round (default: rqfedrec T_warm + tau, else 0).')
-_EVAL_EVERY = flags.DEFINE_integer('eval_every', 1, 'Validate every N rounds.')
+                                   'No early stop before this round (default: rqfedrec T_warm + tau, else 0).',
+                                   lower_bound=0)
+_EVAL_EVERY = flags.DEFINE_integer('eval_every', 1, 'Validate every N rounds.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the split, initialisation, sampling and k-means.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where results are written.', required=True)
 _SAVE_TOPK = flags.DEFINE_bool('save_topk', False, "Write each test user's top-K (original ids).")
-_TOP_K = flags.DEFINE_integer('top_k', 10, 'K of the metrics.')
+_TOP_K = flags.DEFINE_integer('top_k', 10, 'K of the metrics.', lower_bound=1)
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Replace the results of a different run in --output_dir (else refused).')
 # Model and local training (Sec. 6.1.4).
-_DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.')
+_DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.', lower_bound=1)
 _INIT_SCALE = flags.DEFINE_float('init_scale', None,
                                   'Std of the N(0, s^2) embedding initialisation (default: per algorithm, '
-                                  'DEFAULT_INIT_SCALE).')
+                                  'DEFAULT_INIT_SCALE).', lower_bound=0)
 _LR = flags.DEFINE_float('learning_rate', None,
-                         'Adam learning rate of local training (default: per algorithm, see below).')
+                         'Adam learning rate of local training (default: per algorithm, see below).',
+                         lower_bound=0)
 _WD = flags.DEFINE_float('weight_decay', None,
-                         'Adam weight decay (L2) of local training (default: per algorithm, see below).')
-_EPOCHS = flags.DEFINE_integer('local_epochs', _TRAINING.epochs, 'Local epochs per round.')
-_BATCH = flags.DEFINE_integer('batch_size', _TRAINING.batch_size, 'Local batch size.')
-_NEGATIVES = flags.DEFINE_integer('num_negatives', _TRAINING.num_negatives, 'Sampled negatives per positive.')
+                         'Adam weight decay (L2) of local training (default: per algorithm, see below).',
+                         lower_bound=0)
+_EPOCHS = flags.DEFINE_integer('local_epochs', _TRAINING.epochs, 'Local epochs per round.', lower_bound=1)
+_BATCH = flags.DEFINE_integer('batch_size', _TRAINING.batch_size, 'Local batch size.', lower_bound=1)
+_NEGATIVES = flags.DEFINE_integer('num_negatives', _TRAINING.num_negatives, 'Sampled negatives per positive.',
+                                  lower_bound=0)
 # RQFedRec (Sec. 4).
-_LEVELS = flags.DEFINE_integer('levels', _RQ.levels, 'L, residual levels.')
-_CODES = flags.DEFINE_integer('codes_per_level', None, 'M (default 256 on ML-100k, 512 otherwise).')
-_TAU = flags.DEFINE_integer('refresh_every', _RQ.refresh_every, 'tau: rounds between collaborative-id refreshes.')
-_WARMUP = flags.DEFINE_integer('warmup_rounds', _RQ.warmup_rounds, 'T_warm of Eq. 10.')
+_LEVELS = flags.DEFINE_integer('levels', _RQ.levels, 'L, residual levels.', lower_bound=1)
+_CODES = flags.DEFINE_integer('codes_per_level', None, 'M (default 256 on ML-100k, 512 otherwise).',
+                              lower_bound=1)
+_TAU = flags.DEFINE_integer('refresh_every', _RQ.refresh_every, 'tau: rounds between collaborative-id refreshes.',
+                            lower_bound=1)
+_WARMUP = flags.DEFINE_integer('warmup_rounds', _RQ.warmup_rounds, 'T_warm of Eq. 10.', lower_bound=0)
 _MAX_RATE = flags.DEFINE_float('max_collaborative_rate', _RQ.max_collaborative_rate,
                                 'Ceiling of lambda (Eq. 10 scaled by it; 1 is the paper).')
 _WARMUP_FROM = flags.DEFINE_enum('warmup_from', _RQ.warmup_from, list(rqfedrec.WARMUP_FROM),
                                  'lambda warm-up counted from round 0 (Eq. 10) or from the first refresh.')
-_LAPLACE = flags.DEFINE_float('laplace_scale', _RQ.laplace_scale, 'delta of Eq. 11 (0: no noise).')
+_LAPLACE = flags.DEFINE_float('laplace_scale', _RQ.laplace_scale, 'delta of Eq. 11 (0: no noise).',
+                              lower_bound=0)
 _CODEBOOK_ITEMS = flags.DEFINE_enum('codebook_items', _RQ.codebook_items, list(rqfedrec.CODEBOOK_ITEMS),
                                     'Items the codebook fit (Eq. 7) covers.')
 _CODEBOOK_FIT = flags.DEFINE_enum('codebook_fit', _RQ.codebook_fit, list(rqfedrec.CODEBOOK_FITS),
@@ -104,7 +114,8 @@ _NO_IE = flags.DEFINE_bool('without_item_embedding', False, 'w/o IE ablation: tr
 _SEMANTIC_INIT = flags.DEFINE_enum('semantic_init', _RQ.semantic_init, list(rqfedrec.SEMANTIC_INITS),
                                    'Initial semantic code values.')
 _KMEANS_DIM = flags.DEFINE_integer('kmeans_dim', _RQ.kmeans_dim,
-                                   'RQ-kmeans on the top-k principal components (0: all d dimensions).')
+                                   'RQ-kmeans on the top-k principal components (0: all d dimensions).',
+                                   lower_bound=0)
 _UNIQUE_CODES = flags.DEFINE_bool('unique_codes', _RQ.unique_codes,
                                    'No two items share a whole L-code tuple (per channel).')
 # FedNCF (NeuMF tower).
@@ -187,6 +198,11 @@ def _hidden_units(flag) -> tuple[int, ...]:
     raise app.UsageError(f'--{flag.name} must be integers, got {flag.value!r}') from None
 
 
+def codes_per_level(dataset) -> int:
+  """M: the flag, or the paper's value (256 on ML-100k, 512 on the other datasets)."""
+  return _CODES.value or (256 if dataset.name == 'ml-100k' else 512)
+
+
 def build_process(dataset, seed: int, num_clients: int):
   training = cw.LocalTraining(
       epochs=_EPOCHS.value, batch_size=_BATCH.value, num_negatives=_NEGATIVES.value,
@@ -214,7 +230,7 @@ def build_process(dataset, seed: int, num_clients: int):
                                noise_scale=_FEDCIA_NOISE.value, **common)
   if _ALGORITHM.value == 'pfedrec':
     return pfedrec.build_pfedrec(item_learning_rate_scale=_PFEDREC_ITEM_LR_SCALE.value, **common)
-  codes = _CODES.value or (256 if dataset.name == 'ml-100k' else 512)
+  codes = codes_per_level(dataset)
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,
       warmup_rounds=_WARMUP.value, max_collaborative_rate=_MAX_RATE.value,
@@ -249,24 +265,85 @@ def run_mostpop(dataset, split, output_dir):
   return summary
 
 
+def _fail(message) -> None:
+  """Bad input: one line on stderr, exit status 2, nothing written in the output folder."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad or missing flag reported as one line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(e)
+
+
+def _flag_values() -> dict:
+  """The run's flags as `flags.json` records them: every launcher flag, defaults as the values used."""
+  module = sys.argv[0] if __name__ == '__main__' else __name__
+  values = {flag.name: flag.value for flag in flags.FLAGS.get_key_flags_for_module(module)}
+  values['learning_rate'] = learning_rate()  # the effective values, also when defaulted
+  values['weight_decay'] = weight_decay()
+  values['init_scale'] = init_scale()
+  return values
+
+
+def check_output_dir(output_dir: pathlib.Path, flag_values: dict) -> None:
+  """Refuses a folder that holds another run's results (different flags) unless --overwrite."""
+  recorded_path = output_dir / 'flags.json'
+  if _OVERWRITE.value or not recorded_path.exists():
+    return
+  try:
+    recorded = json.loads(recorded_path.read_text())
+  except ValueError:
+    raise app.UsageError(f'{recorded_path} is not valid JSON; pass --overwrite to replace the run in '
+                         f'{output_dir}') from None
+  for name, value in sorted(flag_values.items()):
+    if name not in ('output_dir', 'progress', 'overwrite') and recorded.get(name, value) != value:
+      raise app.UsageError(
+          f'--output_dir={output_dir} holds a run with --{name}={recorded.get(name)!r} (this run: '
+          f'{value!r}); choose another folder or pass --overwrite')
+
+
+def check_sizes(dataset, split) -> None:
+  """Flags whose valid range depends on the data: clients <= users, M <= items."""
+  if _ALGORITHM.value != 'mostpop' and _PARTITION.value == 'blocks' and _CLIENTS.value > split.num_users:
+    raise app.UsageError(f'--clients={_CLIENTS.value} exceeds the {split.num_users} users of '
+                         f'{dataset.name}')
+  if _ALGORITHM.value == 'rqfedrec' and codes_per_level(dataset) > dataset.num_items:
+    default = '' if _CODES.value else ' (the default)'
+    raise app.UsageError(f'--codes_per_level={codes_per_level(dataset)}{default} exceeds the '
+                         f'{dataset.num_items} items of {dataset.name}')
+
+
+def _prepare(output_dir: pathlib.Path):
+  """Everything a run needs, checked before anything is written or any TFF worker started."""
+  flag_values = _flag_values()
+  check_output_dir(output_dir, flag_values)
+  dataset = load_dataset()
+  split = protocols.make_split(dataset, protocol=_PROTOCOL.value, seed=_SEED.value)
+  check_sizes(dataset, split)
+  if _ALGORITHM.value == 'mostpop':
+    return flag_values, dataset, split, None, None
+  clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)
+  process = build_process(dataset, _SEED.value, num_clients=len(clients))
+  return flag_values, dataset, split, clients, process
+
+
 def main(argv):
   del argv
   output_dir = pathlib.Path(_OUTPUT_DIR.value)
-  flag_values = {flag.name: flag.value
-                 for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])}
-  flag_values['learning_rate'] = learning_rate()  # the effective values, also when defaulted
-  flag_values['weight_decay'] = weight_decay()
-  flag_values['init_scale'] = init_scale()
+  try:
+    flag_values, dataset, split, clients, process = _prepare(output_dir)
+  except (app.UsageError, interactions.DataError) as e:
+    _fail(e)
   results_io.write_atomic(output_dir / 'flags.json', json.dumps(flag_values, indent=2, sort_keys=True))
   seed = _SEED.value
-  dataset = load_dataset()
-  split = protocols.make_split(dataset, protocol=_PROTOCOL.value, seed=seed)
-  if _ALGORITHM.value == 'mostpop':
+  if process is None:
     summary = run_mostpop(dataset, split, output_dir)
   else:
-    clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)
     execution.set_execution_context()
-    process = build_process(dataset, seed, num_clients=len(clients))
     min_rounds = _MIN_ROUNDS.value
     if min_rounds is None:
       min_rounds = _WARMUP.value + _TAU.value if _ALGORITHM.value == 'rqfedrec' else 0
@@ -289,4 +366,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

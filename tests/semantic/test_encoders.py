@@ -104,6 +104,29 @@ def test_stale_cache_of_wrong_shape_is_recomputed(tmp_path, fake_use):
   np.testing.assert_array_equal(np.load(path), out)  # the stale file is overwritten
 
 
+@pytest.mark.parametrize("corrupt", [
+    b"",  # empty
+    b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2, 512), }",  # truncated
+    b"not a numpy file at all",
+    "nan",  # right shape, non-finite values
+    "float64",  # right shape, wrong dtype
+])
+def test_corrupt_cache_is_rebuilt_not_trusted(tmp_path, fake_use, corrupt):
+  texts = ["x", "yy"]
+  path = encoders.cache_path(texts, dataset_name="toy", cache_dir=tmp_path)
+  path.parent.mkdir(parents=True)
+  if corrupt == "nan":
+    np.save(path, np.full((2, 512), np.nan, np.float32))
+  elif corrupt == "float64":
+    np.save(path, np.ones((2, 512), np.float64))
+  else:
+    path.write_bytes(corrupt)
+  out = encoders.item_text_embeddings(texts, dataset_name="toy", cache_dir=tmp_path)
+  assert fake_use == ["use"]  # recomputed
+  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(np.load(path), out)  # and the cache repaired
+
+
 def test_unknown_encoder_error_quotes_name(tmp_path):
   with pytest.raises(ValueError, match=r"Unknown encoder 'minilm'"):
     encoders.encode_texts(["a"], encoder="minilm")

@@ -150,14 +150,19 @@ def item_text_embeddings(texts: Sequence[str], *, dataset_name: str, encoder: st
 
   Returns:
     float32[n_items, D] with L2-normalised rows.  A cache hit reads the file and does not load
-    the encoder; a cached file of the wrong shape is recomputed and overwritten.
+    the encoder; a cached file that is unreadable (truncated, not a .npy file) or of the wrong
+    shape, dtype or with non-finite values is never trusted: it is recomputed and overwritten.
   """
   texts = _check_texts(texts)
   spec = _check_encoder(encoder)
   path = cache_path(texts, dataset_name=dataset_name, encoder=encoder, cache_dir=cache_dir)
   if path.exists():
-    cached = np.load(path, allow_pickle=False)
-    if cached.shape == (len(texts), spec.dim) and cached.dtype == np.float32:
+    try:
+      cached = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # truncated or not a .npy file: rebuilt below
+      cached = None
+    if (isinstance(cached, np.ndarray) and cached.shape == (len(texts), spec.dim)
+        and cached.dtype == np.float32 and np.isfinite(cached).all()):
       return cached
   embeddings = encode_texts(texts, encoder=encoder)
   path.parent.mkdir(parents=True, exist_ok=True)
