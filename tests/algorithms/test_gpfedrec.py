@@ -115,6 +115,16 @@ def test_each_client_is_sent_its_own_target_and_the_server_keeps_every_upload(
   assert (communication['download'], communication['upload']) == (2 * NUM_ITEMS * D, NUM_ITEMS * D)
 
 
+def test_every_client_starts_from_the_same_initial_table(tff_context):
+  state = build(seed=3, init_scale=0.1).initialize()
+  want = cw.initial_item_embeddings(NUM_ITEMS, embedding_dim=D, init_scale=0.1, seed=3)
+  tables = np.asarray(state['client_tables'])
+  assert tables.shape == (NUM_CLIENTS, NUM_ITEMS, D)
+  for table in tables:  # tiled inside the computation (no K-fold graph constant), same values
+    np.testing.assert_array_equal(table, want)
+  assert int(state['round_num']) == 0
+
+
 def test_gpfedrec_scores_each_user_with_its_mlp_and_its_clients_last_table(planted_problem,
                                                                           gpfedrec_run):
   _, clients = planted_problem

@@ -244,11 +244,16 @@ def build_collecting_round_process(
 
 def _build_process(initial_state, round_fn: tff.Computation,
                    aggregator_initialize: tff.Computation | None) -> tff.templates.IterativeProcess:
-  """Wraps a round into `initialize`/`next`; `initial_state` is a structure of NumPy arrays."""
+  """Wraps a round into `initialize`/`next`.
+
+  `initial_state` is a structure of NumPy arrays, or of zero-argument functions that build a tensor
+  inside the computation: a value over TensorFlow's 2 GB graph-constant limit (GPFedRec's K copies of
+  the initial table on the larger datasets) must be built, not embedded.
+  """
 
   @tff.tensorflow.computation
   def initial():
-    return tf.nest.map_structure(tf.constant, initial_state)
+    return tf.nest.map_structure(lambda v: v() if callable(v) else tf.constant(v), initial_state)
 
   @tff.federated_computation
   def initialize():
