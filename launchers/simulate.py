@@ -317,6 +317,18 @@ def check_sizes(dataset, split) -> None:
                          f'{dataset.num_items} items of {dataset.name}')
 
 
+def note_users_without_interactions(split) -> None:
+  """Says on stderr what happens to users the split leaves without training or test interactions."""
+  no_train = split.num_users - len(np.unique(split.train[:, 0]))
+  no_test = split.num_users - len(np.unique(split.test[:, 0]))
+  if no_train:
+    print(f'note: {no_train} of {split.num_users} users have no training interaction; they are ranked '
+          'from their initial embedding', file=sys.stderr)
+  if no_test:
+    print(f'note: {no_test} of {split.num_users} users have no test interaction; the metrics average '
+          'over the others', file=sys.stderr)
+
+
 def _prepare(output_dir: pathlib.Path):
   """Everything a run needs, checked before anything is written or any TFF worker started."""
   flag_values = _flag_values()
@@ -324,6 +336,7 @@ def _prepare(output_dir: pathlib.Path):
   dataset = load_dataset()
   split = protocols.make_split(dataset, protocol=_PROTOCOL.value, seed=_SEED.value)
   check_sizes(dataset, split)
+  note_users_without_interactions(split)
   if _ALGORITHM.value == 'mostpop':
     return flag_values, dataset, split, None, None
   clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)

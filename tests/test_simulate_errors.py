@@ -108,3 +108,14 @@ def test_folder_of_a_different_run_is_refused_unless_overwrite(launch, tmp_path)
   assert code == 0  # MostPop runs and replaces the folder's results
   assert json.loads((output_dir / 'flags.json').read_text())['algorithm'] == 'mostpop'
   assert (output_dir / 'summary.json').exists()
+
+
+def test_users_without_train_or_test_interactions_are_run_and_named(launch, tmp_path):
+  path = _write_interactions(tmp_path / 'sparse.tsv')
+  with open(path, 'a') as f:
+    f.write('31\t101\t4\t2000\n')  # one interaction: the per_user split keeps it for training
+  code, err = launch('--dataset=file', f'--interactions_file={path}', '--protocol=per_user',
+                     '--algorithm=mostpop', f'--output_dir={tmp_path / "out"}')
+  assert code == 0
+  assert err == ['note: 1 of 31 users have no test interaction; the metrics average over the others']
+  assert (tmp_path / 'out' / 'summary.json').exists()
