@@ -1,6 +1,7 @@
-r"""Regenerates a table of the paper (or the validation grid) by running its cells, resumably.
+r"""Regenerates a table or figure of the paper (or the validation grid) by running its cells, resumably.
 
-  python -m launchers.experiments --table=2 [--dataset=ml-100k] [--seeds=0,1,2] [--methods=fedmf,...]
+  python -m launchers.experiments --table=N [--dataset=ml-100k] [--seeds=0,1,2] [--methods=fedmf,...]
+  python -m launchers.experiments --figure=3                          # ablations, bars over seeds
   python -m launchers.experiments --grid --methods=fedmf,rqfedrec     # lr x weight decay, seed 0
   python -m launchers.experiments --table=4                           # communication, five datasets, no data
   python -m launchers.experiments --table=2 --quick                   # tiny synthetic data, 2 rounds
@@ -9,7 +10,9 @@ Every cell is one `launchers.simulate` run in `<output_dir>/<cell>` (default out
 `results/experiments/<dataset>`; `--quick`: `results/experiments/quick`). Finished cells are read, not
 run again, so a killed sweep resumes at its first unfinished cell (`tff_rqfed/experiments/cells.py`).
 The runner writes `cells.csv` (every cell: flags, both metric sets, rounds, seconds, communication)
-and `table<N>.md` (laid out like the paper's table, its numbers beside ours) or, with `--grid`,
+and `table<N>.md` / `figure<N>.md` (laid out like the paper's table, its numbers beside ours), a
+validation curve per row (`<target>-validation.png`) and for Figure 3 its bars (`figure3.png`); or,
+with `--grid`,
 `grid.csv`, `choosing.md` and `chosen.json` (the best learning rate and weight decay per method on
 validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A failed cell does not stop the
 sweep: the others run, the tables hold what finished, and the exit status is 1 with the failures named.
@@ -30,12 +33,15 @@ import tqdm
 
 from tff_rqfed.experiments import cells as cells_lib
 from tff_rqfed.experiments import communication_table
+from tff_rqfed.experiments import figures
 from tff_rqfed.experiments import quick
 from tff_rqfed.experiments import tables
 from tff_rqfed.results_io import write_atomic
 
-IMPLEMENTED_TABLES = sorted([*tables.TABLES, 4])
+IMPLEMENTED_TABLES = sorted([4] + [int(name[5:]) for name in tables.SPECS if name.startswith('table')])
+IMPLEMENTED_FIGURES = sorted(int(name[6:]) for name in tables.SPECS if name.startswith('figure'))
 _TABLE = flags.DEFINE_integer('table', None, f'Paper table to regenerate: one of {IMPLEMENTED_TABLES}.')
+_FIGURE = flags.DEFINE_integer('figure', None, f'Paper figure to regenerate: one of {IMPLEMENTED_FIGURES}.')
 _GRID = flags.DEFINE_bool('grid', False, 'Run the learning-rate x weight-decay validation grid instead.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset of the cells.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default 0,1,2; the grid and --quick: 0).')
@@ -74,6 +80,13 @@ def _floats(flag) -> tuple[float, ...] | None:
     _fail(f'--{flag.name} must be numbers, got {",".join(flag.value)!r}')
 
 
+def _target() -> str:
+  """'table<N>', 'figure<N>' or 'grid': what this invocation regenerates."""
+  if _GRID.value:
+    return 'grid'
+  return f'table{_TABLE.value}' if _TABLE.value is not None else f'figure{_FIGURE.value}'
+
+
 def _plan(output_dir: pathlib.Path) -> list[cells_lib.Cell]:
   seeds = _seeds()  # checked before the quick data is written
   if _QUICK.value:
@@ -87,11 +100,11 @@ def _plan(output_dir: pathlib.Path) -> list[cells_lib.Cell]:
       _fail('--grid needs --methods (algorithm names, e.g. fedmf,rqfedrec)')
     return tables.grid_cells(_METHODS.value, dataset_flags=dataset_flags, seed=seeds[0], extra=extra,
                              learning_rates=_floats(_LEARNING_RATES), weight_decays=_floats(_WEIGHT_DECAYS))
-  plan = tables.cells(_TABLE.value, dataset_flags=dataset_flags, seeds=seeds, methods=_METHODS.value,
+  plan = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, methods=_METHODS.value,
                       extra=extra)
   if not plan:
-    stems = [row.stem for row in tables.TABLES[_TABLE.value]['rows']]
-    _fail(f'--methods={",".join(_METHODS.value)} matches no row of table {_TABLE.value}; rows: {stems}')
+    stems = [row.stem for row in tables.spec_of(_target())['rows']]
+    _fail(f'--methods={",".join(_METHODS.value)} matches no row of {_target()}; rows: {stems}')
   return plan
 
 
@@ -122,8 +135,21 @@ def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
     write_atomic(output_dir / 'chosen.json', json.dumps(chosen, indent=2, sort_keys=True) + '\n')
     return text
   _merge_cells_csv(frame, output_dir / 'cells.csv')
-  text = tables.markdown(_TABLE.value, frame, dataset=dataset)
-  write_atomic(output_dir / f'table{_TABLE.value}.md', text)
+  target = _target()
+  spec = tables.spec_of(target)
+  text = tables.markdown(target, frame, dataset=dataset)
+  write_atomic(output_dir / f'{target}.md', text)
+  title = f"{spec['title']}, {dataset}"
+  if spec.get('figure') == 'bars':
+    figures.ablation_bars(frame, [row.label for row in spec['rows']], output_dir / f'{target}.png',
+                          title=title)
+  curves = {}
+  for record in records:
+    rounds_csv = output_dir / record['cell'] / 'rounds.csv'
+    if rounds_csv.exists():
+      curves.setdefault(record['row'], []).append(pd.read_csv(rounds_csv))
+  if curves:
+    figures.validation_curves(curves, output_dir / f'{target}-validation.png', title=title)
   return text
 
 
@@ -155,10 +181,12 @@ def _communication_table(output_dir: pathlib.Path) -> str:
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]!r}')
-  if (_TABLE.value is None) == (not _GRID.value):
-    _fail('give exactly one of --table=N or --grid')
+  if sum([_TABLE.value is not None, _FIGURE.value is not None, _GRID.value]) != 1:
+    _fail('give exactly one of --table=N, --figure=N or --grid')
   if _TABLE.value is not None and _TABLE.value not in IMPLEMENTED_TABLES:
     _fail(f'--table={_TABLE.value} is not implemented; implemented tables: {IMPLEMENTED_TABLES}')
+  if _FIGURE.value is not None and _FIGURE.value not in IMPLEMENTED_FIGURES:
+    _fail(f'--figure={_FIGURE.value} is not implemented; implemented figures: {IMPLEMENTED_FIGURES}')
   name = 'quick' if _QUICK.value else _DATASET.value
   output_dir = pathlib.Path(_OUTPUT_DIR.value or f'results/experiments/{name}')
   if _TABLE.value == 4:

@@ -31,7 +31,7 @@ from tff_rqfed import hyperparameters
 from tff_rqfed import results_io
 from tff_rqfed import simulation
 from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec, rqfedrec
-from tff_rqfed.data import interactions, movielens, partition, protocols, text
+from tff_rqfed.data import interactions, movielens, noise, partition, protocols, text
 from tff_rqfed.evaluation import popularity
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.semantic import encoders
@@ -53,6 +53,9 @@ _ITEM_FILE = flags.DEFINE_string('item_file', None, 'With --dataset=file: option
 _RATING_THRESHOLD = flags.DEFINE_float('rating_threshold', None, 'Keep ratings >= this (default all).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data cache (default $TFF_RQFED_DATA_DIR or ./data).')
 _PROTOCOL = flags.DEFINE_enum('protocol', 'paper', list(protocols.PROTOCOLS), 'Train/valid/test split.')
+_NOISE_RATIO = flags.DEFINE_float('noise_ratio', 0.0,
+                                   'Table 7: misclicks injected into each split part, as a ratio of its size.',
+                                   lower_bound=0.0, upper_bound=1.0)
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
 _CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).', lower_bound=1)
 _ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.', lower_bound=1)
@@ -335,6 +338,7 @@ def _prepare(output_dir: pathlib.Path):
   check_output_dir(output_dir, flag_values)
   dataset = load_dataset()
   split = protocols.make_split(dataset, protocol=_PROTOCOL.value, seed=_SEED.value)
+  split = noise.inject_noise(split, ratio=_NOISE_RATIO.value, seed=_SEED.value)
   check_sizes(dataset, split)
   note_users_without_interactions(split)
   if _ALGORITHM.value == 'mostpop':

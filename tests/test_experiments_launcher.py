@@ -21,13 +21,15 @@ def _run(*args, timeout=600):
 
 @pytest.fixture(scope='module')
 def sweep(tmp_path_factory):
-  """Table 2 (MostPop, FedMF), 3 (PFedRec), 6 (hash codes), 4 (communication), a 2-cell grid: quick."""
+  """Quick: Tables 2 (MostPop, FedMF), 3, 6, 4, 7 and Figure 3 (a row or two each), a 2-cell grid."""
   root = tmp_path_factory.mktemp('experiments')
   runs = {
       'table2': _run('--table=2', '--methods=mostpop,fedmf', f'--output_dir={root}'),
       'table3': _run('--table=3', '--methods=pfedrec', f'--output_dir={root}'),
       'table6': _run('--table=6', '--methods=rqfedrec-hash', f'--output_dir={root}'),
       'table4': _run('--table=4', f'--output_dir={root}'),
+      'table7': _run('--table=7', '--methods=fedmf-noise0.05', f'--output_dir={root}'),
+      'figure3': _run('--figure=3', '--methods=fedmf,rqfedrec-wosc', f'--output_dir={root}'),
       'grid': _run('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0',
                    f'--output_dir={root}'),
   }
@@ -80,6 +82,30 @@ def test_table4_counts_every_method_for_the_five_datasets_without_data(sweep):
   assert '| steam | FedCIA | 40 | 1,600 |' in (root / 'table4.md').read_text()
 
 
+def test_figure3_draws_its_bars_and_every_target_its_validation_curves(sweep):
+  root, runs = sweep
+  _ok(runs['figure3'])
+  for name in ('figure3.png', 'figure3-validation.png', 'table2-validation.png'):
+    assert (root / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', name
+  text = (root / 'figure3.md').read_text()
+  assert '| w/o C (FedMF) | 1 |' in text and '| w/o SC | 1 |' in text
+  flags_wosc = json.loads((root / 'rqfedrec-wosc-s0/flags.json').read_text())
+  assert flags_wosc['channels'] == 'collaborative'
+  assert not (root / 'fedmf-s0' / 'runner.json').stat().st_mtime_ns > (
+      root / 'rqfedrec-wosc-s0' / 'runner.json').stat().st_mtime_ns  # FedMF's cell was reused
+
+
+def test_table7_injects_the_noise_ratio_it_names(sweep):
+  root, runs = sweep
+  _ok(runs['table7'])
+  flags_noise = json.loads((root / 'fedmf-noise0.05-s0/flags.json').read_text())
+  assert flags_noise['noise_ratio'] == 0.05
+  clean = json.loads((root / 'fedmf-s0/summary.json').read_text())['test']
+  noisy = json.loads((root / 'fedmf-noise0.05-s0/summary.json').read_text())['test']
+  assert noisy != clean
+  assert '| FedMF, noise 0.05 | 1 |' in (root / 'table7.md').read_text()
+
+
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):
   root, runs = sweep
   _ok(runs['table2'])
@@ -98,10 +124,11 @@ def test_dry_run_lists_finished_and_unfinished_cells(sweep):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 6]'),
+    (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 6, 7, 8]'),
+    (['--figure=4'], 'error: --figure=4 is not implemented; implemented figures: [3]'),
     (['--grid'], 'error: --grid needs --methods'),
-    (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N or --grid'),
-    (['--table=2', '--methods=nope'], "error: --methods=nope matches no row of table 2"),
+    (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N, --figure=N or --grid'),
+    (['--table=2', '--methods=nope'], "error: --methods=nope matches no row of table2"),
     (['--table=2', '--seeds=a'], "error: --seeds must be integers, got 'a'"),
 ])
 def test_bad_request_is_one_line_and_exit_status_2(tmp_path, args, message):

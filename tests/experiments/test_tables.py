@@ -12,7 +12,7 @@ ML100K = {'dataset': 'ml-100k'}
 
 
 def test_table2_has_every_method_for_every_seed_with_validated_hyperparameters():
-  plan = tables.cells(2, dataset_flags=ML100K, seeds=[0, 1, 2])
+  plan = tables.cells('table2', dataset_flags=ML100K, seeds=[0, 1, 2])
   assert len(plan) == 9 * 3
   assert len({cell.name for cell in plan}) == len(plan)
   fedcia = [c for c in plan if c.name == 'fedcia-s1'][0].flag_dict
@@ -25,27 +25,45 @@ def test_table2_has_every_method_for_every_seed_with_validated_hyperparameters()
 
 
 def test_table3_runs_one_user_per_client_in_its_own_folder():
-  plan = tables.cells(3, dataset_flags=ML100K, seeds=[0])
+  plan = tables.cells('table3', dataset_flags=ML100K, seeds=[0])
   assert [c.name for c in plan] == ['per_user/pfedrec-s0', 'per_user/gpfedrec-s0', 'per_user/fedrap-s0',
                                     'per_user/fedmf-s0', 'per_user/rqfedrec-s0']
   assert all(c.flag_dict['partition'] == 'per_user' for c in plan)
 
 
 def test_table6_rows_are_rqfedrec_with_each_code_id_source():
-  plan = tables.cells(6, dataset_flags=ML100K, seeds=[0], methods=['rqfedrec-hash', 'rqfedrec'])
+  plan = tables.cells('table6', dataset_flags=ML100K, seeds=[0], methods=['rqfedrec-hash', 'rqfedrec'])
   assert [(c.name, c.flag_dict['algorithm'], c.flag_dict.get('code_ids')) for c in plan] == [
       ('rqfedrec-hash-s0', 'rqfedrec', 'hash'), ('rqfedrec-s0', 'rqfedrec', None)]
 
 
 def test_extra_flags_apply_to_their_algorithm_only():
-  plan = tables.cells(2, dataset_flags=ML100K, seeds=[0], methods=['fedmf', 'rqfedrec', 'mostpop'],
+  plan = tables.cells('table2', dataset_flags=ML100K, seeds=[0], methods=['fedmf', 'rqfedrec', 'mostpop'],
                       extra={'rqfedrec': {'levels': 2}})
   assert [c.flag_dict.get('levels') for c in plan] == [None, None, 2]
 
 
 def test_unknown_table_is_refused_with_the_implemented_ones():
-  with pytest.raises(ValueError, match=r'--table=9 is not implemented; implemented tables: \[2, 3, 6\]'):
-    tables.cells(9, dataset_flags=ML100K, seeds=[0])
+  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['figure3', 'table2'"):
+    tables.cells('table9', dataset_flags=ML100K, seeds=[0])
+
+
+def test_tables_7_8_and_figure_3_share_cells_with_table_2_where_the_flags_agree():
+  table2 = {c.name: c for c in tables.cells('table2', dataset_flags=ML100K, seeds=[0])}
+  table8 = tables.cells('table8', dataset_flags=ML100K, seeds=[0])
+  assert [c.name for c in table8] == ['rqfedrec-s0', 'rqfedrec-delta0.02-s0', 'rqfedrec-delta0.04-s0',
+                                      'rqfedrec-delta0.06-s0', 'rqfedrec-delta0.08-s0']
+  assert table8[0].flag_dict == {**table2['rqfedrec-s0'].flag_dict, 'laplace_scale': 0.0}
+  assert table8[3].flag_dict['laplace_scale'] == 0.06
+  table7 = tables.cells('table7', dataset_flags=ML100K, seeds=[0])
+  assert [(c.name, c.flag_dict['noise_ratio']) for c in table7[:2]] == [
+      ('fedmf-noise0.05-s0', 0.05), ('rqfedrec-noise0.05-s0', 0.05)]
+  figure3 = {c.row: c for c in tables.cells('figure3', dataset_flags=ML100K, seeds=[0])}
+  assert figure3['w/o C (FedMF)'].name == 'fedmf-s0'
+  assert figure3['w/o CC'].flag_dict['channels'] == 'semantic'
+  assert figure3['Fix CC'].flag_dict['fix_collaborative_ids'] is True
+  assert set(tables.PAPER['table7']['ml-100k']) == {row.label for row in tables.SPECS['table7']['rows']}
+  assert set(tables.PAPER['table8']['ml-100k']) == {row.label for row in tables.SPECS['table8']['rows']}
 
 
 def test_grid_is_the_papers_learning_rate_by_weight_decay_grid():
@@ -67,7 +85,7 @@ def _record(row, seed, recall, ndcg, paper_ndcg, **extra):
 def test_markdown_averages_seeds_and_puts_the_papers_numbers_beside_ours():
   records = pd.DataFrame([_record('FedMF', 0, 0.16, 0.48, 0.60), _record('FedMF', 1, 0.18, 0.50, 0.62),
                           _record('MostPop', 0, 0.0975, 0.325, 0.4)])
-  text = tables.markdown(2, records, dataset='ml-100k')
+  text = tables.markdown('table2', records, dataset='ml-100k')
   fedmf = [line for line in text.splitlines() if line.startswith('| FedMF |')][0].split(' | ')
   assert fedmf[1:4] == ['2', '0.1700 ± 0.0141', '0.3000 ± 0.0000']
   assert fedmf[7:10] == ['0.1639', '0.5527', '0.6079']  # the paper's Table 2 row

@@ -3,10 +3,12 @@
 Each table is a list of rows (a label and the `launchers.simulate` flags that make the method) run
 for every seed; `cells` turns it into `cells.Cell`s for one dataset, with each method's validated
 learning rate, weight decay and initialisation scale (`tff_rqfed.hyperparameters`) passed
-explicitly. Implemented: Table 2 (overall comparison, 100 clients), Table 3 (one user per client),
-Table 6 (codebook alternatives) and the validation grid of Sec. 6.1 (`grid_cells`, the choosing
-table of the README). The paper's numbers (`PAPER`) use its metric code for MRR and NDCG
-(`test_paper` here); its recall equals ours.
+explicitly. Implemented (`SPECS`): Table 2 (overall comparison, 100 clients), Table 3 (one user per
+client), Table 6 (codebook alternatives), Table 7 (noisy interactions), Table 8 (Laplace delta),
+Figure 3 (ablations), and the validation grid of Sec. 6.1 (`grid_cells`, the choosing table of the
+README). Rows of different tables with the same flags share a cell (Table 8's delta 0 is Table 2's
+RQFedRec). The paper's numbers (`PAPER`) use its metric code for MRR and NDCG (`test_paper` here);
+its recall equals ours.
 """
 
 from __future__ import annotations
@@ -40,27 +42,40 @@ def _row(label, stem, **flags):
   return Row(label, stem, tuple(sorted(flags.items())))
 
 
-TABLES: dict[int, dict] = {
-    2: {'title': 'Table 2: overall comparison', 'rows': (
+SPECS: dict[str, dict] = {
+    'table2': {'title': 'Table 2: overall comparison', 'rows': (
         _row('MostPop', 'mostpop'), _row('MF (no aggregation)', 'mf_local'), _row('FedMF', 'fedmf'),
         _row('FedNCF', 'fedncf'), _row('PFedRec', 'pfedrec'), _row('GPFedRec', 'gpfedrec'),
         _row('FedRAP', 'fedrap'), _row('FedCIA', 'fedcia'), _row('RQFedRec', 'rqfedrec'))},
-    3: {'title': 'Table 3: one user per client', 'subdir': 'per_user', 'rows': (
+    'table3': {'title': 'Table 3: one user per client', 'subdir': 'per_user', 'rows': (
         _row('PFedRec', 'pfedrec', partition='per_user'),
         _row('GPFedRec', 'gpfedrec', partition='per_user'),
         _row('FedRAP', 'fedrap', partition='per_user'),
         _row('FedMF', 'fedmf', partition='per_user'),
         _row('RQFedRec', 'rqfedrec', partition='per_user'))},
-    6: {'title': 'Table 6: codebook alternatives', 'rows': (
+    'table6': {'title': 'Table 6: codebook alternatives', 'rows': (
         _row('hash-based codebook', 'rqfedrec-hash', algorithm='rqfedrec', code_ids='hash'),
         _row('RQ-VAE codebook', 'rqfedrec-rqvae', algorithm='rqfedrec', code_ids='rq_vae'),
         _row('RQFedRec', 'rqfedrec'))},
+    'table7': {'title': 'Table 7: noisy interactions (ratio of each part injected)', 'rows': tuple(
+        _row(f'{label}, noise {ratio:.2f}', f'{stem}-noise{ratio:g}', algorithm=stem, noise_ratio=ratio)
+        for ratio in (0.05, 0.1, 0.15) for label, stem in (('FedMF', 'fedmf'), ('RQFedRec', 'rqfedrec')))},
+    # delta = 0 is the default RQFedRec cell of Table 2 (same folder, same flags).
+    'table8': {'title': 'Table 8: Laplace noise delta of Eq. 11 (RQFedRec)', 'rows': tuple(
+        _row(f'delta {delta:g}', 'rqfedrec' if delta == 0 else f'rqfedrec-delta{delta:g}',
+             algorithm='rqfedrec', laplace_scale=delta) for delta in (0.0, 0.02, 0.04, 0.06, 0.08))},
+    'figure3': {'title': 'Figure 3: ablations', 'figure': 'bars', 'rows': (
+        _row('RQFedRec', 'rqfedrec'), _row('w/o C (FedMF)', 'fedmf'),
+        _row('w/o CC', 'rqfedrec-wocc', algorithm='rqfedrec', channels='semantic'),
+        _row('w/o SC', 'rqfedrec-wosc', algorithm='rqfedrec', channels='collaborative'),
+        _row('Fix CC', 'rqfedrec-fixcc', algorithm='rqfedrec', fix_collaborative_ids=True),
+        _row('w/o IE', 'rqfedrec-woie', algorithm='rqfedrec', without_item_embedding=True))},
 }
 
 # The paper's numbers (Recall@10, MRR@10, NDCG@10; MRR and NDCG from its metric code), by table,
 # dataset and row label; rows the paper does not have are absent.
 PAPER = {
-    2: {'ml-100k': {'MF (no aggregation)': (0.0519, 0.2551, 0.3157), 'FedMF': (0.1639, 0.5527, 0.6079),
+    'table2': {'ml-100k': {'MF (no aggregation)': (0.0519, 0.2551, 0.3157), 'FedMF': (0.1639, 0.5527, 0.6079),
                     'FedNCF': (0.1713, 0.5390, 0.6001), 'PFedRec': (0.0663, 0.3150, 0.3797),
                     'GPFedRec': (0.1134, 0.4124, 0.4861), 'FedRAP': (0.0391, 0.1559, 0.2036),
                     'FedCIA': (0.1749, 0.5661, 0.6228), 'RQFedRec': (0.1914, 0.6271, 0.6695)},
@@ -68,10 +83,19 @@ PAPER = {
                   'FedNCF': (0.1362, 0.5774, 0.6316), 'PFedRec': (0.0373, 0.2738, 0.3315),
                   'GPFedRec': (0.0677, 0.3858, 0.4444), 'FedRAP': (0.0414, 0.2772, 0.3392),
                   'FedCIA': (0.1239, 0.5437, 0.6021), 'RQFedRec': (0.1442, 0.6209, 0.6642)}},
-    3: {'ml-100k': {'PFedRec': (0.1381, 0.4333, 0.5029), 'GPFedRec': (0.1395, 0.4797, 0.5522),
+    'table3': {'ml-100k': {'PFedRec': (0.1381, 0.4333, 0.5029), 'GPFedRec': (0.1395, 0.4797, 0.5522),
                     'FedRAP': (0.1423, 0.5132, 0.5630), 'RQFedRec': (0.1620, 0.5688, 0.6132)}},
-    6: {'ml-100k': {'hash-based codebook': (0.0200, 0.1288, 0.1685),
+    'table6': {'ml-100k': {'hash-based codebook': (0.0200, 0.1288, 0.1685),
                     'RQ-VAE codebook': (0.1630, 0.5359, 0.6004), 'RQFedRec': (0.1914, 0.6271, 0.6695)}},
+    'table7': {'ml-100k': {'FedMF, noise 0.05': (0.0881, 0.3902, 0.4511),
+                           'RQFedRec, noise 0.05': (0.0960, 0.4470, 0.4963),
+                           'FedMF, noise 0.10': (0.0586, 0.2924, 0.3475),
+                           'RQFedRec, noise 0.10': (0.0811, 0.3896, 0.4415),
+                           'FedMF, noise 0.15': (0.0380, 0.2282, 0.2768),
+                           'RQFedRec, noise 0.15': (0.0681, 0.3732, 0.4201)}},
+    'table8': {'ml-100k': {'delta 0': (0.1914, 0.6271, 0.6695), 'delta 0.02': (0.1900, 0.6327, 0.6705),
+                           'delta 0.04': (0.1846, 0.6129, 0.6561), 'delta 0.06': (0.1605, 0.5525, 0.6105),
+                           'delta 0.08': (0.1265, 0.4938, 0.5475)}},
 }
 
 
@@ -93,13 +117,13 @@ def _cell(row: Row, name: str, *, dataset_flags: dict, seed: int, overrides: dic
   return Cell.make(name, row.label, **flags)
 
 
-def cells(table: int, *, dataset_flags: dict, seeds, methods=None, extra=None) -> list[Cell]:
-  """The cells of `table`: every row (or those whose stem is in `methods`) for every seed.
+def cells(name: str, *, dataset_flags: dict, seeds, methods=None, extra=None) -> list[Cell]:
+  """The cells of table or figure `name`: every row (or those whose stem is in `methods`), every seed.
 
   `dataset_flags` (e.g. `{'dataset': 'ml-100k'}`) go to every cell; `extra` maps an algorithm to
   more flags (the quick mode's small codebooks).
   """
-  spec = _spec(table)
+  spec = spec_of(name)
   rows = [row for row in spec['rows'] if methods is None or row.stem in methods]
   prefix = f"{spec['subdir']}/" if 'subdir' in spec else ''
   return [_cell(row, f'{prefix}{row.stem}-s{seed}', dataset_flags=dataset_flags, seed=seed, extra=extra)
@@ -126,10 +150,10 @@ def grid_cells(methods, *, dataset_flags: dict, seed: int = 0, extra=None, learn
   return out
 
 
-def _spec(table: int) -> dict:
-  if table not in TABLES:
-    raise ValueError(f'--table={table} is not implemented; implemented tables: {sorted(TABLES)}')
-  return TABLES[table]
+def spec_of(name: str) -> dict:
+  if name not in SPECS:
+    raise ValueError(f'{name} is not implemented; implemented: {sorted(SPECS)}')
+  return SPECS[name]
 
 
 def cell_record(cell: Cell, summary: dict, *, seconds: float | None) -> dict:
@@ -158,10 +182,10 @@ def _count(value) -> str:
   return '-' if pd.isna(value) else f'{int(value):,}'
 
 
-def markdown(table: int, records: pd.DataFrame, *, dataset: str) -> str:
+def markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
   """The table laid out like the paper's: our metrics (both sets, mean ± std over seeds) beside its."""
-  spec = _spec(table)
-  paper = PAPER.get(table, {}).get(dataset, {})
+  spec = spec_of(name)
+  paper = PAPER.get(name, {}).get(dataset, {})
   lines = [f"### {spec['title']}, {dataset}", '',
            '| method | seeds | Recall@10 | MRR@10 | NDCG@10 | paper-code MRR@10 | paper-code NDCG@10 '
            '| paper Recall@10 | paper MRR@10 | paper NDCG@10 | rounds | s/round | upload | download |',

@@ -1,0 +1,64 @@
+"""The runner's figures, drawn with matplotlib from the cells' results.
+
+- `ablation_bars` (Fig. 3): one group of bars per variant, Recall@10 and NDCG@10 (correct metrics)
+  and the paper-code NDCG@10, mean over seeds with the standard deviation as error bars.
+- `validation_curves`: validation NDCG@10 per round for every row of a table (mean over seeds), the
+  curve each method's early stopping read.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only, no display
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+import pandas as pd
+
+BAR_METRICS = (('test/recall@10', 'Recall@10'), ('test/ndcg@10', 'NDCG@10'),
+               ('test_paper/ndcg@10', 'NDCG@10 (paper code)'))
+
+
+def _save(fig, path: pathlib.Path) -> None:
+  """Writes the PNG atomically (a temporary file in the same folder, then a rename)."""
+  tmp = path.with_name(f'.{path.name}.tmp.png')
+  fig.savefig(tmp, dpi=120, bbox_inches='tight')
+  plt.close(fig)
+  tmp.replace(path)
+
+
+def ablation_bars(records: pd.DataFrame, rows: list[str], path: pathlib.Path, *, title: str) -> None:
+  """Grouped bars of `rows` (labels in order) over seeds; error bars: std over seeds (0 for one)."""
+  present = [row for row in rows if (records['row'] == row).any()]
+  width = 0.8 / len(BAR_METRICS)
+  fig, ax = plt.subplots(figsize=(1.6 * len(present) + 2, 3.6))
+  x = np.arange(len(present))
+  for j, (column, label) in enumerate(BAR_METRICS):
+    groups = [records.loc[records['row'] == row, column].astype(float) for row in present]
+    means = [g.mean() for g in groups]
+    stds = [g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups]
+    ax.bar(x + (j - 1) * width, means, width, yerr=stds, capsize=3, label=label)
+  seeds = int(records.groupby('row').size().max())
+  ax.set_xticks(x, present)
+  ax.set_ylabel('test metric')
+  ax.set_title(f'{title} (mean ± std over {seeds} seed{"s" if seeds > 1 else ""})')
+  ax.legend(fontsize=8)
+  _save(fig, path)
+
+
+def validation_curves(curves: dict[str, list[pd.DataFrame]], path: pathlib.Path, *, title: str) -> None:
+  """Validation NDCG@10 against the round for every row; `curves` maps a row to its seeds' rounds.csv."""
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for row, frames in curves.items():
+    frames = [f[['round', 'valid_ndcg@10']].dropna() for f in frames if 'valid_ndcg@10' in f]
+    if not frames:
+      continue
+    mean = pd.concat(frames).groupby('round')['valid_ndcg@10'].mean()
+    ax.plot(mean.index, mean.to_numpy(), label=row)
+  ax.set_xlabel('round')
+  ax.set_ylabel('validation NDCG@10')
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  _save(fig, path)
