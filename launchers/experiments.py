@@ -203,7 +203,7 @@ def main(argv):
       except cells_lib.CellError as e:
         done = f'refused: {e}'
       print(f"{cell.name}\t{'finished' if done is True else done or 'to run'}\t"
-            + ' '.join(cell.command(output_dir / cell.name)[3:-2]))
+            + ' '.join(cell.command(output_dir / cell.name)[3:-3]))
     return
   records, failures = _run(plan, output_dir)
   if records:

@@ -72,6 +72,11 @@ _TOP_K = flags.DEFINE_integer('top_k', 10, 'K of the metrics.', lower_bound=1)
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Replace the results of a different run in --output_dir (else refused).')
+_RESUME = flags.DEFINE_bool('resume', False,
+                            'Continue the run in --output_dir from its last saved round (same flags).')
+_CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', 5,
+                                         'Save the program state every N rounds for --resume (0: never).',
+                                         lower_bound=0)
 # Model and local training (Sec. 6.1.4).
 _DIM = flags.DEFINE_integer('embedding_dim', 512, 'd.', lower_bound=1)
 _INIT_SCALE = flags.DEFINE_float('init_scale', None,
@@ -292,6 +297,10 @@ def _flag_values() -> dict:
   return values
 
 
+# Flags that do not change a run's results: a folder's run is the same run whatever their values.
+_RUN_INDEPENDENT_FLAGS = ('output_dir', 'progress', 'overwrite', 'resume', 'checkpoint_every')
+
+
 def check_output_dir(output_dir: pathlib.Path, flag_values: dict) -> None:
   """Refuses a folder that holds another run's results (different flags) unless --overwrite."""
   recorded_path = output_dir / 'flags.json'
@@ -303,7 +312,7 @@ def check_output_dir(output_dir: pathlib.Path, flag_values: dict) -> None:
     raise app.UsageError(f'{recorded_path} is not valid JSON; pass --overwrite to replace the run in '
                          f'{output_dir}') from None
   for name, value in sorted(flag_values.items()):
-    if name not in ('output_dir', 'progress', 'overwrite') and recorded.get(name, value) != value:
+    if name not in _RUN_INDEPENDENT_FLAGS and recorded.get(name, value) != value:
       raise app.UsageError(
           f'--output_dir={output_dir} holds a run with --{name}={recorded.get(name)!r} (this run: '
           f'{value!r}); choose another folder or pass --overwrite')
@@ -367,7 +376,7 @@ def main(argv):
     config = simulation.SimulationConfig(
         rounds=_ROUNDS.value, patience=_PATIENCE.value, min_rounds=min_rounds,
         eval_every=_EVAL_EVERY.value, seed=seed, k=_TOP_K.value, save_topk=_SAVE_TOPK.value,
-        progress=_PROGRESS.value,
+        progress=_PROGRESS.value, checkpoint_every=_CHECKPOINT_EVERY.value, resume=_RESUME.value,
     )
     summary = simulation.run_simulation(
         process, split=split, clients=clients, config=config, output_dir=output_dir,

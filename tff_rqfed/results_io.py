@@ -7,11 +7,22 @@ import pathlib
 import tempfile
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def write_atomic(path, text: str) -> None:
-  """Writes `text` to `path` through a temporary file in the same folder and `os.replace`."""
+  """Writes `text` to `path` through a temporary file in the same folder and `os.replace`.
+
+  The file gets the permissions of any file the user creates (0666 less the umask: group-readable
+  under the usual 022), not the 0600 of the temporary file it was written as.
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False, suffix='.tmp') as f:
     f.write(text)
     tmp = f.name
+  os.chmod(tmp, 0o666 & ~_umask())
   os.replace(tmp, path)

@@ -11,23 +11,35 @@ Results go to `output_dir`, each file written atomically: `rounds.csv` (one row 
 after every round so an interrupted run keeps its history), `summary.json` and, with `save_topk`,
 `topk.csv` (each test user's top-K in original ids, so anyone can recompute the metrics). Ctrl-C stops
 training and still evaluates and writes the best state reached.
+
+Every `checkpoint_every` rounds the loop's program state (server state, every client's private state,
+the best round's copies, the early-stopping bookkeeping and the round history) is saved with TFF's
+`tff.program.FileProgramStateManager` under `program_state/`; `resume` continues from the latest one.
+Rounds are deterministic in (seed, round), so a resumed run ends with the metrics of an uninterrupted
+one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import copy
 import dataclasses
 import json
 import pathlib
+import shutil
 import time
 
 import numpy as np
 import pandas as pd
+import tensorflow_federated as tff
 import tqdm
 
 from tff_rqfed.evaluation import ranking
 from tff_rqfed.results_io import write_atomic
 from tff_rqfed.federated import process as process_lib
+
+PROGRAM_STATE_DIR = 'program_state'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +52,8 @@ class SimulationConfig:
   k: int = 10
   save_topk: bool = False
   progress: bool = True
+  checkpoint_every: int = 5  # rounds between saved program states (0: never)
+  resume: bool = False
 
   def __post_init__(self):
     for name in ('rounds', 'patience', 'eval_every', 'k'):
@@ -47,6 +61,8 @@ class SimulationConfig:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)!r}')
     if self.min_rounds < 0:
       raise ValueError(f'min_rounds must be >= 0, got {self.min_rounds!r}')
+    if self.checkpoint_every < 0:
+      raise ValueError(f'checkpoint_every must be >= 0, got {self.checkpoint_every!r}')
 
 
 def evaluate_scores(scores, split, *, k: int, on: str):
@@ -62,6 +78,85 @@ def evaluate_scores(scores, split, *, k: int, on: str):
   return ranking.evaluate(top_k, truth, k=k), top_k
 
 
+@dataclasses.dataclass
+class _Progress:
+  """Everything the training loop carries from one round to the next: the saved program state."""
+
+  state: object
+  client_states: list
+  best_ndcg: float = -1.0
+  best_round: int = 0
+  best_state: object = None
+  best_client_states: list | None = None
+  since_best: int = 0
+  history: list = dataclasses.field(default_factory=list)
+
+  def as_program_state(self) -> collections.OrderedDict:
+    """A structure of arrays for `tff.program.FileProgramStateManager` (the history as JSON)."""
+    return collections.OrderedDict(
+        state=self.state, client_states=list(self.client_states), best_state=self.best_state,
+        best_client_states=list(self.best_client_states), best_ndcg=np.float64(self.best_ndcg),
+        best_round=np.int64(self.best_round), since_best=np.int64(self.since_best),
+        history=json.dumps(self.history))
+
+  @classmethod
+  def from_program_state(cls, saved) -> '_Progress':
+    history = saved['history']
+    return cls(state=saved['state'], client_states=list(saved['client_states']),
+               best_ndcg=float(saved['best_ndcg']), best_round=int(saved['best_round']),
+               best_state=saved['best_state'], best_client_states=list(saved['best_client_states']),
+               since_best=int(saved['since_best']),
+               history=json.loads(history.decode() if isinstance(history, bytes) else history))
+
+
+class _Checkpoints:
+  """Saves and loads the loop's program state with TFF's `FileProgramStateManager` (versions = rounds).
+
+  The state of round t is saved as version t under `<output_dir>/program_state/` (the last two kept;
+  each written to a temporary folder and renamed, so a kill never leaves a half-written version).
+  """
+
+  def __init__(self, output_dir: pathlib.Path, every: int):
+    self.every = every
+    self.root = output_dir / PROGRAM_STATE_DIR
+    self.manager = tff.program.FileProgramStateManager(self.root, keep_total=2, keep_first=False)
+
+  def load_latest(self, initial: _Progress) -> tuple[_Progress, int]:
+    saved, version = asyncio.run(self.manager.load_latest(initial.as_program_state()))
+    return (initial, 0) if saved is None else (_Progress.from_program_state(saved), version)
+
+  def clear(self) -> None:
+    shutil.rmtree(self.root, ignore_errors=True)
+
+  def maybe_save(self, progress: _Progress, round_num: int) -> None:
+    if self.every and round_num % self.every == 0:
+      asyncio.run(self.manager.save(progress.as_program_state(), round_num))
+
+
+def _train_round(process, progress: _Progress, clients, split, config, round_num: int) -> dict:
+  """Runs round `round_num`, validates when due, updates `progress`; returns the rounds.csv row."""
+  data = process_lib.client_data_values(clients, seed=config.seed, round_num=round_num)
+  start = time.perf_counter()
+  progress.state, progress.client_states, metrics = process.next(
+      progress.state, progress.client_states, data, round_num=round_num)
+  row = {'round': round_num, 'seconds': time.perf_counter() - start, **metrics}
+  if round_num % config.eval_every == 0 or round_num == config.rounds:
+    scores = process.scores(progress.state, progress.client_states, clients, split.num_users)
+    valid, _ = evaluate_scores(scores, split, k=config.k, on='valid')
+    row.update({f'valid_{key}': value for key, value in valid['correct'].items()})
+    row.update({f'valid_paper_{key}': value for key, value in valid['paper'].items()})
+    ndcg = valid['correct'][f'ndcg@{config.k}']
+    if ndcg > progress.best_ndcg:
+      progress.best_ndcg, progress.best_round, progress.since_best = ndcg, round_num, 0
+      progress.best_state = copy.deepcopy(progress.state)
+      progress.best_client_states = copy.deepcopy(progress.client_states)
+    elif round_num > config.min_rounds:
+      # Patience counts only after min_rounds: RQFedRec's validation dips while lambda warms up.
+      progress.since_best += config.eval_every
+  progress.history.append(row)
+  return row
+
+
 def run_simulation(
     process: process_lib.RecommenderProcess,
     *,
@@ -73,72 +168,68 @@ def run_simulation(
     user_ids=None,
     extra_summary: dict | None = None,
 ) -> dict:
-  """Trains `process` on `clients`, early-stops on validation, writes and returns the summary."""
+  """Trains `process` on `clients`, early-stops on validation, writes and returns the summary.
+
+  With `config.resume`, training continues from the last program state saved in `output_dir` (every
+  `config.checkpoint_every` rounds); the result is that of an uninterrupted run.
+  """
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
-  ndcg_key = f'ndcg@{config.k}'
-  state = process.initialize()
-  client_states = process.initial_client_states(clients)
-  best = {'ndcg': -1.0, 'round': 0, 'state': state, 'client_states': client_states}
-  history = []
-  round_seconds = []
-  since_best = 0
+  checkpoints = _Checkpoints(output_dir, config.checkpoint_every)
+  state, client_states = process.initialize(), process.initial_client_states(clients)
+  progress = _Progress(state=state, client_states=client_states, best_state=state,
+                       best_client_states=client_states)
+  resumed_from = 0
+  if config.resume:
+    progress, resumed_from = checkpoints.load_latest(progress)
+  else:
+    checkpoints.clear()  # a previous run's states of the same folder (--overwrite or a rerun)
   interrupted = False
-  bar = tqdm.trange(1, config.rounds + 1, disable=not config.progress, desc=process.name)
+  bar = tqdm.trange(resumed_from + 1, config.rounds + 1, disable=not config.progress, desc=process.name)
   try:
     for round_num in bar:
-      data = process_lib.client_data_values(clients, seed=config.seed, round_num=round_num)
-      start = time.perf_counter()
-      state, client_states, metrics = process.next(state, client_states, data, round_num=round_num)
-      round_seconds.append(time.perf_counter() - start)
-      row = {'round': round_num, 'seconds': round_seconds[-1], **metrics}
-      if round_num % config.eval_every == 0 or round_num == config.rounds:
-        scores = process.scores(state, client_states, clients, split.num_users)
-        valid, _ = evaluate_scores(scores, split, k=config.k, on='valid')
-        row.update({f'valid_{key}': value for key, value in valid['correct'].items()})
-        row.update({f'valid_paper_{key}': value for key, value in valid['paper'].items()})
-        if valid['correct'][ndcg_key] > best['ndcg']:
-          best = {'ndcg': valid['correct'][ndcg_key], 'round': round_num,
-                  'state': copy.deepcopy(state), 'client_states': copy.deepcopy(client_states)}
-          since_best = 0
-        elif round_num > config.min_rounds:
-          # Patience counts only after min_rounds: RQFedRec's validation dips while lambda warms up.
-          since_best += config.eval_every
-        bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
-                        valid_ndcg=f"{valid['correct'][ndcg_key]:.4f}", best=best['round'])
-      history.append(row)
-      write_atomic(output_dir / 'rounds.csv', pd.DataFrame(history).to_csv(index=False))
-      if since_best >= config.patience:  # since_best only grows after min_rounds
+      if progress.since_best >= config.patience:  # since_best only grows after min_rounds
         break
+      row = _train_round(process, progress, clients, split, config, round_num)
+      write_atomic(output_dir / 'rounds.csv', pd.DataFrame(progress.history).to_csv(index=False))
+      checkpoints.maybe_save(progress, round_num)
+      bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",
+                      valid_ndcg=f'{progress.best_ndcg:.4f}', best=progress.best_round)
   except KeyboardInterrupt:
     interrupted = True
   finally:
     bar.close()
 
-  scores = process.scores(best['state'], best['client_states'], clients, split.num_users)
+  scores = process.scores(progress.best_state, progress.best_client_states, clients, split.num_users)
   test, top_k = evaluate_scores(scores, split, k=config.k, on='test')
   valid, _ = evaluate_scores(scores, split, k=config.k, on='valid')
+  seconds = [row['seconds'] for row in progress.history]
   summary = {
       'algorithm': process.name,
       'test': test['correct'],
       'test_paper': test['paper'],
       'valid': valid['correct'],
       'valid_paper': valid['paper'],
-      'best_round': best['round'],
-      'rounds_run': len(history),
+      'best_round': progress.best_round,
+      'rounds_run': len(progress.history),
+      'resumed_from_round': resumed_from,
       'interrupted': interrupted,
-      'seconds_per_round': float(np.mean(round_seconds)) if round_seconds else None,
+      'seconds_per_round': float(np.mean(seconds)) if seconds else None,
       'communication': process.communication,
   }
   if extra_summary:
     summary.update(extra_summary)
   write_atomic(output_dir / 'summary.json', json.dumps(summary, indent=2, sort_keys=True) + '\n')
   if config.save_topk:
-    test_users = np.unique(split.test[:, 0])
-    rows = []
-    for user in test_users:
-      user_id = user_ids[user] if user_ids is not None else user
-      items = [item_ids[i] if item_ids is not None else i for i in top_k[user]]
-      rows.append({'user_id': user_id, **{f'item_{r + 1}': item for r, item in enumerate(items)}})
-    write_atomic(output_dir / 'topk.csv', pd.DataFrame(rows).to_csv(index=False))
+    _write_topk(output_dir, split, top_k, item_ids=item_ids, user_ids=user_ids)
   return summary
+
+
+def _write_topk(output_dir: pathlib.Path, split, top_k, *, item_ids, user_ids) -> None:
+  """topk.csv: each test user's top-K in original ids."""
+  rows = []
+  for user in np.unique(split.test[:, 0]):
+    user_id = user_ids[user] if user_ids is not None else user
+    items = [item_ids[i] if item_ids is not None else i for i in top_k[user]]
+    rows.append({'user_id': user_id, **{f'item_{r + 1}': item for r, item in enumerate(items)}})
+  write_atomic(output_dir / 'topk.csv', pd.DataFrame(rows).to_csv(index=False))

@@ -24,6 +24,7 @@ def test_cell_command_is_the_simulate_launcher_with_its_flags_and_folder(tmp_pat
   assert '--algorithm=fedmf' in command and '--seed=0' in command
   assert '--save_topk=true' in command and '--ncf_hidden_units=8,4' in command
   assert f'--output_dir={tmp_path / "fedmf-s0"}' in command
+  assert '--resume' in command  # a cell killed mid-run continues from its last saved round
 
 
 def test_missing_folder_is_unfinished(tmp_path):

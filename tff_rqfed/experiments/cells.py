@@ -9,8 +9,9 @@ A cell is *finished* when its folder holds a `summary.json` of an uninterrupted 
 `flags.json` agrees with the cell's flags; a finished cell is read, never run again, so a killed sweep
 resumes at the first unfinished cell. A folder whose `flags.json` disagrees holds another experiment:
 it is refused with the first differing flag named, never overwritten. A folder without a summary (a
-cell killed mid-run) is run again from round 1; runs are deterministic, so the result is the one the
-killed run would have given.
+cell killed mid-run) continues from its last saved round (`launchers.simulate --resume`, TFF's
+`FileProgramStateManager`); runs are deterministic, so the result is the one the killed run would have
+given.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Cell:
   def command(self, output_dir: pathlib.Path) -> list[str]:
     args = [f'--{name}={_flag_text(value)}' for name, value in self.flags]
     return [sys.executable, '-m', 'launchers.simulate', *args,
-            f'--output_dir={output_dir}', '--progress=false']
+            f'--output_dir={output_dir}', '--progress=false', '--resume']
 
 
 def _flag_text(value) -> str:
