@@ -50,6 +50,8 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
                                   'Sweep folder (default results/experiments/<dataset or quick>).')
 _QUICK = flags.DEFINE_bool('quick', False, 'Tiny synthetic data, 2 rounds, one seed: checks the runner.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List the cells and whether each is finished; run none.')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False,
+                                 'Write the tables and figures from the finished cells; run none.')
 _LEARNING_RATES = flags.DEFINE_list('learning_rates', None,
                                     'With --grid: these learning rates (default the paper grid 0.01,0.001,0.0001).')
 _WEIGHT_DECAYS = flags.DEFINE_list('weight_decays', None,
@@ -116,6 +118,8 @@ def _run(plan, output_dir: pathlib.Path) -> tuple[list[dict], list[str]]:
     cell_dir = output_dir / cell.name
     try:
       summary = cells_lib.finished_summary(cell, cell_dir)
+      if summary is None and _REPORT_ONLY.value:
+        continue
       if summary is None:
         summary = cells_lib.run_cell(cell, cell_dir)
     except cells_lib.CellError as e:
@@ -129,7 +133,7 @@ def _run(plan, output_dir: pathlib.Path) -> tuple[list[dict], list[str]]:
 def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   frame = pd.DataFrame(records)
   if _GRID.value:
-    write_atomic(output_dir / 'grid.csv', frame.to_csv(index=False))
+    frame = _merge_cells_csv(frame, output_dir / 'grid.csv')  # every method's grid run so far
     text, chosen = tables.choosing_markdown(frame)
     write_atomic(output_dir / 'choosing.md', text)
     write_atomic(output_dir / 'chosen.json', json.dumps(chosen, indent=2, sort_keys=True) + '\n')
@@ -153,11 +157,13 @@ def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   return text
 
 
-def _merge_cells_csv(frame: pd.DataFrame, path: pathlib.Path) -> None:
-  """cells.csv holds every cell the sweep folder has produced, one line per cell, newest kept."""
+def _merge_cells_csv(frame: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
+  """Adds `frame` to the CSV at `path` (one line per cell, the newest kept); returns the merge."""
   if path.exists():
     frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates('cell', keep='last')
-  write_atomic(path, frame.sort_values('cell').to_csv(index=False))
+  frame = frame.sort_values('cell').reset_index(drop=True)
+  write_atomic(path, frame.to_csv(index=False))
+  return frame
 
 
 def _communication_table(output_dir: pathlib.Path) -> str:

@@ -106,6 +106,19 @@ def test_table7_injects_the_noise_ratio_it_names(sweep):
   assert '| FedMF, noise 0.05 | 1 |' in (root / 'table7.md').read_text()
 
 
+def test_grid_of_another_method_adds_to_the_choosing_table_and_report_only_runs_nothing(sweep):
+  root, runs = sweep
+  _ok(runs['grid'])
+  _ok(_run('--grid', '--methods=fedncf', '--learning_rates=0.05', '--weight_decays=0',
+           f'--output_dir={root}'))
+  chosen = json.loads((root / 'chosen.json').read_text())
+  assert set(chosen) == {'fedmf', 'fedncf'}  # the earlier grid of FedMF is kept
+  assert len(pd.read_csv(root / 'grid.csv')) == 3
+  report = _ok(_run('--table=2', '--methods=fedmf,pfedrec', '--report_only', f'--output_dir={root}'))
+  assert not (root / 'pfedrec-s0').exists()
+  assert '| FedMF | 1 |' in report.stdout and '| PFedRec |' not in report.stdout
+
+
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):
   root, runs = sweep
   _ok(runs['table2'])
