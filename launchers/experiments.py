@@ -2,6 +2,7 @@ r"""Regenerates a table or figure of the paper (or the validation grid) by runni
 
   python -m launchers.experiments --table=N [--dataset=ml-100k] [--seeds=0,1,2] [--methods=fedmf,...]
   python -m launchers.experiments --figure=3                          # ablations, bars over seeds
+  python -m launchers.experiments --analysis=privacy --seeds=0        # upload attack AUC, epsilon
   python -m launchers.experiments --grid --methods=fedmf,rqfedrec     # lr x weight decay, seed 0
   python -m launchers.experiments --table=4                           # communication, five datasets, no data
   python -m launchers.experiments --table=2 --quick                   # tiny synthetic data, 2 rounds
@@ -42,6 +43,9 @@ IMPLEMENTED_TABLES = sorted([4] + [int(name[5:]) for name in tables.SPECS if nam
 IMPLEMENTED_FIGURES = sorted(int(name[6:]) for name in tables.SPECS if name.startswith('figure'))
 _TABLE = flags.DEFINE_integer('table', None, f'Paper table to regenerate: one of {IMPLEMENTED_TABLES}.')
 _FIGURE = flags.DEFINE_integer('figure', None, f'Paper figure to regenerate: one of {IMPLEMENTED_FIGURES}.')
+ANALYSES = sorted(name for name in tables.SPECS if not name.startswith(('table', 'figure')))
+_ANALYSIS = flags.DEFINE_enum('analysis', None, ANALYSES,
+                              "Beyond the paper: 'privacy' (the server's upload attack and epsilon).")
 _GRID = flags.DEFINE_bool('grid', False, 'Run the learning-rate x weight-decay validation grid instead.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset of the cells.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default 0,1,2; the grid and --quick: 0).')
@@ -86,6 +90,8 @@ def _target() -> str:
   """'table<N>', 'figure<N>' or 'grid': what this invocation regenerates."""
   if _GRID.value:
     return 'grid'
+  if _ANALYSIS.value:
+    return _ANALYSIS.value
   return f'table{_TABLE.value}' if _TABLE.value is not None else f'figure{_FIGURE.value}'
 
 
@@ -187,8 +193,9 @@ def _communication_table(output_dir: pathlib.Path) -> str:
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]!r}')
-  if sum([_TABLE.value is not None, _FIGURE.value is not None, _GRID.value]) != 1:
-    _fail('give exactly one of --table=N, --figure=N or --grid')
+  if sum([_TABLE.value is not None, _FIGURE.value is not None, _ANALYSIS.value is not None,
+          _GRID.value]) != 1:
+    _fail('give exactly one of --table=N, --figure=N, --analysis=NAME or --grid')
   if _TABLE.value is not None and _TABLE.value not in IMPLEMENTED_TABLES:
     _fail(f'--table={_TABLE.value} is not implemented; implemented tables: {IMPLEMENTED_TABLES}')
   if _FIGURE.value is not None and _FIGURE.value not in IMPLEMENTED_FIGURES:

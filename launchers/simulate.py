@@ -32,8 +32,10 @@ from tff_rqfed import results_io
 from tff_rqfed import simulation
 from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import interactions, movielens, noise, partition, protocols, text
+from tff_rqfed.evaluation import attack
 from tff_rqfed.evaluation import popularity
 from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import privacy
 from tff_rqfed.semantic import encoders
 
 ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'gpfedrec', 'fedcia', 'mf_local',
@@ -91,7 +93,7 @@ _WD = flags.DEFINE_float('weight_decay', None,
 _EPOCHS = flags.DEFINE_integer('local_epochs', _TRAINING.epochs, 'Local epochs per round.', lower_bound=1)
 _BATCH = flags.DEFINE_integer('batch_size', _TRAINING.batch_size, 'Local batch size.', lower_bound=1)
 _NEGATIVES = flags.DEFINE_integer('num_negatives', _TRAINING.num_negatives, 'Sampled negatives per positive.',
-                                  lower_bound=0)
+                                  lower_bound=1)
 # RQFedRec (Sec. 4).
 _LEVELS = flags.DEFINE_integer('levels', _RQ.levels, 'L, residual levels.', lower_bound=1)
 _CODES = flags.DEFINE_integer('codes_per_level', None, 'M (default 256 on ML-100k, 512 otherwise).',
@@ -105,6 +107,12 @@ _WARMUP_FROM = flags.DEFINE_enum('warmup_from', _RQ.warmup_from, list(rqfedrec.W
                                  'lambda warm-up counted from round 0 (Eq. 10) or from the first refresh.')
 _LAPLACE = flags.DEFINE_float('laplace_scale', _RQ.laplace_scale, 'delta of Eq. 11 (0: no noise).',
                               lower_bound=0)
+_ATTACK = flags.DEFINE_bool('attack', False,
+                            "After training, the server's attack on each client's next upload: AUC of its "
+                            'training items by item change (fedmf, rqfedrec, fedcia; evaluation/attack.py).')
+_LAPLACE_CLIP = flags.DEFINE_float(
+    'laplace_clip', _RQ.laplace_clip,
+    'L1 bound of each item row before the Laplace noise (0: none, and no finite epsilon).', lower_bound=0)
 _CODEBOOK_ITEMS = flags.DEFINE_enum('codebook_items', _RQ.codebook_items, list(rqfedrec.CODEBOOK_ITEMS),
                                     'Items the codebook fit (Eq. 7) covers.')
 _CODEBOOK_FIT = flags.DEFINE_enum('codebook_fit', _RQ.codebook_fit, list(rqfedrec.CODEBOOK_FITS),
@@ -219,7 +227,7 @@ def build_process(dataset, seed: int, num_clients: int):
   common = dict(num_items=dataset.num_items, embedding_dim=_DIM.value, training=training,
                 init_scale=init_scale(), seed=seed)
   if _ALGORITHM.value == 'fedmf':
-    return fedmf.build_fedmf(**common)
+    return fedmf.build_fedmf(laplace_scale=_LAPLACE.value, laplace_clip=_LAPLACE_CLIP.value, **common)
   if _ALGORITHM.value == 'mf_local':
     return mf_local.build_mf_local(**common)
   if _ALGORITHM.value == 'fedncf':
@@ -242,7 +250,7 @@ def build_process(dataset, seed: int, num_clients: int):
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,
       warmup_rounds=_WARMUP.value, max_collaborative_rate=_MAX_RATE.value,
-      laplace_scale=_LAPLACE.value,
+      laplace_scale=_LAPLACE.value, laplace_clip=_LAPLACE_CLIP.value,
       codebook_items=_CODEBOOK_ITEMS.value, codebook_fit=_CODEBOOK_FIT.value,
       codebook_sweeps=_CODEBOOK_SWEEPS.value, codebook_ridge=_CODEBOOK_RIDGE.value,
       codebook_steps=_CODEBOOK_STEPS.value,
@@ -341,9 +349,44 @@ def note_users_without_interactions(split) -> None:
           'over the others', file=sys.stderr)
 
 
+LAPLACE_ALGORITHMS = ('fedmf', 'rqfedrec')  # FedCIA has its own noise: --fedcia_noise
+
+
+def check_algorithm_flags() -> None:
+  """Flags that only some algorithms read."""
+  if _ATTACK.value and _ALGORITHM.value not in attack.ATTACKED:
+    raise app.UsageError(f'--attack applies to {", ".join(attack.ATTACKED)}, not --algorithm={_ALGORITHM.value}')
+  if (_LAPLACE.value > 0 or _LAPLACE_CLIP.value > 0) and _ALGORITHM.value not in LAPLACE_ALGORITHMS:
+    raise app.UsageError(f'--laplace_scale and --laplace_clip apply to {", ".join(LAPLACE_ALGORITHMS)}, '
+                         f'not --algorithm={_ALGORITHM.value}')
+
+
+def privacy_summary(summary: dict) -> dict:
+  """The privacy loss of a client's uploads over the run (Eq. 11 with clipping; privacy.py)."""
+  if _ALGORITHM.value not in LAPLACE_ALGORITHMS or _LAPLACE.value <= 0:
+    return {}
+  return {'privacy': privacy.laplace_epsilon(scale=_LAPLACE.value, clip=_LAPLACE_CLIP.value,
+                                             rounds=summary['rounds_run'])}
+
+
+def finish_summary(process, clients, num_items: int):
+  """The launcher's additions to the summary: the privacy loss and, with --attack, the attack's AUC."""
+
+  def on_finish(summary, best_state, best_client_states) -> dict:
+    extra = privacy_summary(summary)
+    if _ATTACK.value:
+      extra.update(attack.attack_auc(process, best_state, best_client_states, clients,
+                                     num_items=num_items, seed=_SEED.value,
+                                     round_num=summary['best_round'] + 1))
+    return extra
+
+  return on_finish
+
+
 def _prepare(output_dir: pathlib.Path):
   """Everything a run needs, checked before anything is written or any TFF worker started."""
   flag_values = _flag_values()
+  check_algorithm_flags()
   check_output_dir(output_dir, flag_values)
   dataset = load_dataset()
   split = protocols.make_split(dataset, protocol=_PROTOCOL.value, seed=_SEED.value)
@@ -383,6 +426,7 @@ def main(argv):
         item_ids=dataset.item_ids, user_ids=dataset.user_ids,
         extra_summary={'dataset': dataset.name, 'protocol': _PROTOCOL.value,
                        'partition': _PARTITION.value, 'num_clients': len(clients), 'seed': seed},
+        on_finish=finish_summary(process, clients, dataset.num_items),
     )
   print(json.dumps({key: summary[key] for key in ('algorithm', 'test', 'test_paper', 'best_round',
                                                   'rounds_run', 'seconds_per_round', 'communication')},

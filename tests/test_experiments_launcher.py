@@ -30,6 +30,7 @@ def sweep(tmp_path_factory):
       'table4': _run('--table=4', f'--output_dir={root}'),
       'table7': _run('--table=7', '--methods=fedmf-noise0.05', f'--output_dir={root}'),
       'figure3': _run('--figure=3', '--methods=fedmf,rqfedrec-wosc', f'--output_dir={root}'),
+      'privacy': _run('--analysis=privacy', '--methods=fedmf-attack-delta0.02', f'--output_dir={root}'),
       'grid': _run('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0',
                    f'--output_dir={root}'),
   }
@@ -119,6 +120,18 @@ def test_grid_of_another_method_adds_to_the_choosing_table_and_report_only_runs_
   assert '| FedMF | 1 |' in report.stdout and '| PFedRec |' not in report.stdout
 
 
+def test_privacy_analysis_reports_the_attack_auc_and_epsilon(sweep):
+  root, runs = sweep
+  _ok(runs['privacy'])
+  summary = json.loads((root / 'fedmf-attack-delta0.02-s0/summary.json').read_text())
+  assert 0.0 <= summary['attack_auc'] <= 1.0
+  from tff_rqfed.experiments import tables
+  assert summary['privacy']['epsilon_per_round'] == pytest.approx(2 * tables.LAPLACE_CLIP / 0.02)
+  assert summary['privacy']['rounds'] == summary['rounds_run']
+  row = [line for line in (root / 'privacy.md').read_text().splitlines() if 'FedMF, delta 0.02' in line][0]
+  assert f"{summary['attack_auc']:.3f}" in row and f'{2 * tables.LAPLACE_CLIP / 0.02:.3f}' in row
+
+
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):
   root, runs = sweep
   _ok(runs['table2'])
@@ -140,7 +153,7 @@ def test_dry_run_lists_finished_and_unfinished_cells(sweep):
     (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 6, 7, 8]'),
     (['--figure=4'], 'error: --figure=4 is not implemented; implemented figures: [3]'),
     (['--grid'], 'error: --grid needs --methods'),
-    (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N, --figure=N or --grid'),
+    (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N, --figure=N, --analysis=NAME or --grid'),
     (['--table=2', '--methods=nope'], "error: --methods=nope matches no row of table2"),
     (['--table=2', '--seeds=a'], "error: --seeds must be integers, got 'a'"),
 ])

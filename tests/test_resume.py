@@ -14,6 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tff_rqfed import execution
+from tff_rqfed import worker_processes
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ROUNDS = 30
 
@@ -58,9 +61,14 @@ def runs(tmp_path_factory):
   deadline = time.time() + 300
   while _rounds_done(killed_dir) < 9 and proc.poll() is None and time.time() < deadline:
     time.sleep(0.02)
+  workers = execution.worker_pids(proc.pid)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  deadline = time.time() + 10
+  while any(worker_processes.alive(pid) for pid in workers) and time.time() < deadline:
+    time.sleep(0.1)
   after_kill = {'rounds': _rounds_done(killed_dir), 'summary': (killed_dir / 'summary.json').exists(),
+                'workers': workers, 'workers_left': [pid for pid in workers if worker_processes.alive(pid)],
                 'files': sorted(p.relative_to(killed_dir).as_posix() for p in killed_dir.rglob('*'))}
   resumed = subprocess.run(_command(killed_dir, interactions_file, '--resume'), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
@@ -71,6 +79,11 @@ def test_the_run_was_killed_mid_training(runs):
   assert runs['whole'].returncode == 0, runs['whole'].stderr[-3000:]
   assert 9 <= runs['after_kill']['rounds'] < ROUNDS
   assert not runs['after_kill']['summary']
+
+
+def test_the_killed_runs_worker_does_not_outlive_it(runs):
+  assert len(runs['after_kill']['workers']) == 1  # the run had started its TFF worker
+  assert runs['after_kill']['workers_left'] == []  # the reaper killed it within seconds
 
 
 def test_resumed_run_ends_with_the_metrics_of_the_uninterrupted_run(runs):

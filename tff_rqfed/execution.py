@@ -5,7 +5,10 @@ TFF 0.87 runs computations in a `worker_binary` subprocess reached over gRPC
 and stderr and is only stopped from a `__del__`, so it can outlive the Python process and hold pipes
 open (a CI step or `make` then never ends). `set_execution_context` starts the context, registers
 `kill_workers` with atexit (normal exit and uncaught errors) and turns SIGTERM into an exception like
-Ctrl-C's, so a terminated run also unwinds, saves its results and stops the worker.
+Ctrl-C's, so a terminated run also unwinds, saves its results and stops the worker. A SIGKILL runs
+none of that, so a small reaper process (`_REAPER`, started once) watches this process and its
+workers and kills the workers when this process is gone (else a killed FedCIA run would leave its
+8 GB worker behind; the worker does not notice its parent's death).
 
 The pip worker has no CUDA: TFF computations run on CPU even on a GPU machine. Server-side work that
 runs in this Python process between rounds (RQ-kmeans) sees the GPU through `tf.config`.
@@ -17,33 +20,15 @@ import atexit
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-_WORKER_NAME = b'worker_binary'
+from tff_rqfed.worker_processes import worker_pids
+
 _installed = False
-
-
-def worker_pids(parent: int | None = None) -> list[int]:
-  """PIDs of TFF worker processes whose parent is `parent` (default: this process)."""
-  parent = os.getpid() if parent is None else parent
-  pids = []
-  for entry in os.listdir('/proc'):
-    if not entry.isdigit():
-      continue
-    try:
-      with open(f'/proc/{entry}/stat', 'rb') as f:
-        stat = f.read()
-      with open(f'/proc/{entry}/cmdline', 'rb') as f:
-        cmdline = f.read()
-    except OSError:
-      continue
-    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may contain spaces, so split after ')'.
-    ppid = int(stat.rsplit(b')', 1)[1].split()[1])
-    if ppid == parent and _WORKER_NAME in cmdline:
-      pids.append(int(entry))
-  return pids
 
 
 def kill_workers() -> int:
@@ -56,6 +41,31 @@ def kill_workers() -> int:
     except (ProcessLookupError, ChildProcessError):
       pass
   return len(pids)
+
+
+# Run as `python -c _REAPER PARENT_PID` in its own session: every second it records the parent's TFF
+# workers; once the parent has exited (or is a zombie) it kills the workers it recorded, then exits.
+_REAPER = '''
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[2])
+from tff_rqfed.worker_processes import alive, worker_pids
+parent, seen = int(sys.argv[1]), set()
+while alive(parent):
+  seen.update(worker_pids(parent))
+  time.sleep(1.0)
+for pid in seen:
+  try:
+    os.kill(pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+'''
+
+
+def _start_reaper() -> None:
+  package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  subprocess.Popen([sys.executable, '-c', _REAPER, str(os.getpid()), package_root],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   start_new_session=True)
 
 
 class Terminated(KeyboardInterrupt):
@@ -148,6 +158,7 @@ def set_execution_context(config: WorkerConfig | None = None) -> None:
   )
   if not _installed:
     atexit.register(kill_workers)
+    _start_reaper()
     for signum in (signal.SIGINT, signal.SIGTERM):
       if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
         signal.signal(signum, _on_signal)

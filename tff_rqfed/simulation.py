@@ -167,8 +167,12 @@ def run_simulation(
     item_ids=None,
     user_ids=None,
     extra_summary: dict | None = None,
+    on_finish=None,
 ) -> dict:
   """Trains `process` on `clients`, early-stops on validation, writes and returns the summary.
+
+  `on_finish(summary, best_state, best_client_states) -> dict`, if given, adds its entries to the
+  summary before it is written (the launcher's privacy accounting and attack).
 
   With `config.resume`, training continues from the last program state saved in `output_dir` (every
   `config.checkpoint_every` rounds); the result is that of an uninterrupted run.
@@ -219,6 +223,8 @@ def run_simulation(
   }
   if extra_summary:
     summary.update(extra_summary)
+  if on_finish is not None:
+    summary.update(on_finish(summary, progress.best_state, progress.best_client_states))
   write_atomic(output_dir / 'summary.json', json.dumps(summary, indent=2, sort_keys=True) + '\n')
   if config.save_topk:
     _write_topk(output_dir, split, top_k, item_ids=item_ids, user_ids=user_ids)

@@ -44,7 +44,7 @@ def test_extra_flags_apply_to_their_algorithm_only():
 
 
 def test_unknown_table_is_refused_with_the_implemented_ones():
-  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['figure3', 'table2'"):
+  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['figure3', 'privacy', 'table2'"):
     tables.cells('table9', dataset_flags=ML100K, seeds=[0])
 
 
@@ -64,6 +64,17 @@ def test_tables_7_8_and_figure_3_share_cells_with_table_2_where_the_flags_agree(
   assert figure3['Fix CC'].flag_dict['fix_collaborative_ids'] is True
   assert set(tables.PAPER['table7']['ml-100k']) == {row.label for row in tables.SPECS['table7']['rows']}
   assert set(tables.PAPER['table8']['ml-100k']) == {row.label for row in tables.SPECS['table8']['rows']}
+
+
+def test_privacy_analysis_attacks_three_methods_at_four_deltas_with_the_stated_clip():
+  plan = tables.cells('privacy', dataset_flags=ML100K, seeds=[0])
+  assert len(plan) == 3 * 4 and all(c.flag_dict['attack'] is True for c in plan)
+  by_name = {c.name: c.flag_dict for c in plan}
+  assert by_name['rqfedrec-attack-delta0.04-s0']['laplace_scale'] == 0.04
+  assert by_name['rqfedrec-attack-delta0.04-s0']['laplace_clip'] == tables.LAPLACE_CLIP
+  assert by_name['fedmf-attack-delta0-s0']['laplace_clip'] == 0.0
+  assert by_name['fedcia-attack-delta0.08-s0']['fedcia_noise'] == 0.08
+  assert 'laplace_scale' not in by_name['fedcia-attack-delta0.08-s0']
 
 
 def test_grid_is_the_papers_learning_rate_by_weight_decay_grid():

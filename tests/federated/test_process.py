@@ -166,7 +166,7 @@ SERVER_ALLOW_LIST = {
         {'eigenvectors': f'float32[{NUM_ITEMS},{NUM_ITEMS}]', 'eigenvalues': f'float32[{NUM_ITEMS}]',
          'antisymmetric_sq_norm': 'float32', 'round_num': 'int32'}, ['loss', 'alignment_loss']),
     'fedmf': _state_and_metrics(
-        {'item_embeddings': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss']),
+        {'item_embeddings': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss', 'clipped_rows']),
     'fedncf': _state_and_metrics(
         {'shared/items': f'float32[{NUM_ITEMS},{2 * D}]',
          **{f'shared/dense/{k}': f'float32[{",".join(map(str, shape))}]'
@@ -186,7 +186,7 @@ SERVER_ALLOW_LIST = {
         {'codebooks': f'float32[2,{L},{M},{D}]', 'semantic_ids': f'int32[{NUM_ITEMS},{L}]',
          'collaborative_ids': f'int32[{NUM_ITEMS},{L}]', 'collaborative_rate': 'float32',
          'round_num': 'int32'},
-        ['loss', 'code_loss_before', 'code_loss_after', 'changed_codes', 'fitted_items']),
+        ['loss', 'code_loss_before', 'code_loss_after', 'changed_codes', 'fitted_items', 'clipped_rows']),
 }
 
 

@@ -15,20 +15,29 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_rqfed import random_streams
 from tff_rqfed.federated import client_work as cw
+from tff_rqfed.federated import privacy
 from tff_rqfed.federated import process
 from tff_rqfed.models import mf
 
 
-def client_update(item_embeddings, user_embeddings, data, *, training: cw.LocalTraining):
-  """FedMF client: Eq. 3 on the broadcast table `float32[I, d]`; uploads the whole trained table."""
+def client_update(item_embeddings, user_embeddings, data, *, training: cw.LocalTraining,
+                  laplace_scale: float = 0.0, laplace_clip: float = 0.0):
+  """FedMF client: Eq. 3 on the broadcast table `float32[I, d]`; uploads the whole trained table,
+  perturbed as RQFedRec's (Eq. 11, rows clipped to L1 `laplace_clip`) when `laplace_scale` > 0."""
   rows, coefficients = mf.identity_parameterisation(tf.shape(item_embeddings)[0])
   users, items, loss, _ = cw.train_on_items(
       user_embeddings, item_embeddings, rows, coefficients, data, training
   )
+  clipped = tf.constant(0.0)
+  if laplace_scale > 0:
+    noise_seed = random_streams.stream_seed(data['seed'], random_streams.LAPLACE_NOISE)
+    items, clipped = privacy.perturb_item_table(items, scale=laplace_scale, clip=laplace_clip,
+                                                seed=noise_seed)
   return process.ClientOutput(
       upload=items, weight=cw.example_weight(data), client_state=users,
-      metrics=cw.metrics(loss=loss),
+      metrics=cw.metrics(loss=loss, clipped_rows=clipped),
   )
 
 
@@ -39,8 +48,16 @@ def build_fedmf(
     training: cw.LocalTraining = cw.LocalTraining(),
     init_scale: float = 0.1,
     seed: int = 0,
+    laplace_scale: float = 0.0,
+    laplace_clip: float = 0.0,
 ) -> process.RecommenderProcess:
-  """Builds FedMF as a `RecommenderProcess` over a TFF `initialize`/`next`."""
+  """Builds FedMF as a `RecommenderProcess` over a TFF `initialize`/`next`.
+
+  `laplace_scale` and `laplace_clip` perturb each upload as Eq. 11 does RQFedRec's item table
+  (`federated.privacy.perturb_item_table`): the baseline of the privacy comparison (issue 10).
+  """
+  cw.check_non_negative('laplace_scale', laplace_scale)
+  cw.check_non_negative('laplace_clip', laplace_clip)
   item_type = tff.TensorType(np.float32, [num_items, embedding_dim])
   user_type = cw.user_state_type(embedding_dim)
   state_type = tff.types.to_type(
@@ -51,7 +68,8 @@ def build_fedmf(
   def server_payload(state):
     return state['item_embeddings']
 
-  client_fn = functools.partial(client_update, training=training)
+  client_fn = functools.partial(client_update, training=training, laplace_scale=laplace_scale,
+                                laplace_clip=laplace_clip)
 
   @tff.tensorflow.computation(state_type, item_type)
   def server_update(state, mean_items):

@@ -99,6 +99,7 @@ class RQConfig:
   warmup_rounds: int = 20  # T_warm (paper: 100)
   max_collaborative_rate: float = 1.0  # lambda's ceiling (paper: 1)
   laplace_scale: float = 0.0  # delta of Eq. 11
+  laplace_clip: float = 0.0  # L1 bound of each item row before the noise (0: none; privacy.py)
   codebook_items: str = 'trained'
   codebook_fit: str = 'blockwise'
   codebook_sweeps: int = 2  # blockwise
@@ -128,8 +129,9 @@ class RQConfig:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)!r}')
     if not 0.0 < self.max_collaborative_rate <= 1.0:
       raise ValueError(f'max_collaborative_rate must be in (0, 1], got {self.max_collaborative_rate!r}')
-    if self.laplace_scale < 0:
-      raise ValueError(f'laplace_scale must be >= 0, got {self.laplace_scale!r}')
+    for name in ('laplace_scale', 'laplace_clip'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'{name} must be >= 0, got {getattr(self, name)!r}')
     for name in ('codebook_steps', 'codebook_sweeps', 'codebook_ridge', 'kmeans_dim'):
       if getattr(self, name) < 0:
         raise ValueError(f'{name} must be >= 0, got {getattr(self, name)!r}')
@@ -263,9 +265,11 @@ def client_update(payload, user_embeddings, data, *, num_items: int, config: RQC
     id_rows, id_coef = mf.identity_parameterisation(num_items)
     users, table, loss, trained = cw.train_on_items(  # Eq. 3
         user_embeddings, table, id_rows, id_coef, data, training)
-    if config.laplace_scale > 0:  # Eq. 11
+    clipped = tf.constant(0.0)
+    if config.laplace_scale > 0:  # Eq. 11, each row clipped first (privacy.perturb_item_table)
       noise_seed = random_streams.stream_seed(data['seed'], random_streams.LAPLACE_NOISE)
-      table = table + privacy.laplace_noise(tf.shape(table), scale=config.laplace_scale, seed=noise_seed)
+      table, clipped = privacy.perturb_item_table(table, scale=config.laplace_scale,
+                                                  clip=config.laplace_clip, seed=noise_seed)
     fit_items = codebook_fit_items(trained, data, num_items=num_items, config=config)
     params, code_loss_before, code_loss_after = fit_client_codebooks(  # Eq. 7
         payload, table, fit_items, config=config)
@@ -274,7 +278,7 @@ def client_update(payload, user_embeddings, data, *, num_items: int, config: RQC
     rows, coefficients = payload_parameterisation(payload, codes_per_level=codes)
     users, params, loss, trained = cw.train_on_items(
         user_embeddings, global_params, rows, coefficients, data, training)
-    code_loss_before = code_loss_after = tf.constant(0.0)
+    code_loss_before = code_loss_after = clipped = tf.constant(0.0)
     fitted = tf.reduce_sum(tf.cast(trained, tf.int32))
   changed_codes = tf.reduce_sum(
       tf.cast(tf.reduce_any(tf.not_equal(params, global_params), axis=1), tf.int32))
@@ -284,7 +288,7 @@ def client_update(payload, user_embeddings, data, *, num_items: int, config: RQC
       client_state=users,
       metrics=cw.metrics(
           loss=loss, code_loss_before=code_loss_before, code_loss_after=code_loss_after,
-          changed_codes=changed_codes, fitted_items=fitted,
+          changed_codes=changed_codes, fitted_items=fitted, clipped_rows=clipped,
       ),
   )
 

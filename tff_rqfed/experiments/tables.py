@@ -42,6 +42,13 @@ def _row(label, stem, **flags):
   return Row(label, stem, tuple(sorted(flags.items())))
 
 
+# L1 bound of each item row before Eq. 11's noise in Table 8 and the privacy analysis: above the row
+# norms of trained tables, so it rarely bites (FedMF at the defaults after 20 rounds, ML-100k: median
+# 43, 99th percentile 58, largest 60; `clipped_rows` in rounds.csv says how often it did).
+LAPLACE_CLIP = 64.0
+PRIVACY_COLUMNS = (('attack_auc', 'attack AUC'), ('epsilon_per_round', 'epsilon / round'),
+                   ('epsilon_over_run', 'epsilon over the run (delta 1e-5)'))
+
 SPECS: dict[str, dict] = {
     'table2': {'title': 'Table 2: overall comparison', 'rows': (
         _row('MostPop', 'mostpop'), _row('MF (no aggregation)', 'mf_local'), _row('FedMF', 'fedmf'),
@@ -60,10 +67,25 @@ SPECS: dict[str, dict] = {
     'table7': {'title': 'Table 7: noisy interactions (ratio of each part injected)', 'rows': tuple(
         _row(f'{label}, noise {ratio:.2f}', f'{stem}-noise{ratio:g}', algorithm=stem, noise_ratio=ratio)
         for ratio in (0.05, 0.1, 0.15) for label, stem in (('FedMF', 'fedmf'), ('RQFedRec', 'rqfedrec')))},
-    # delta = 0 is the default RQFedRec cell of Table 2 (same folder, same flags).
-    'table8': {'title': 'Table 8: Laplace noise delta of Eq. 11 (RQFedRec)', 'rows': tuple(
+    # delta = 0 is the default RQFedRec cell of Table 2 (same folder, same flags); the noisy rows clip
+    # each item row to L1 norm LAPLACE_CLIP first, so that epsilon is finite (privacy.py).
+    'table8': {'title': f'Table 8: Laplace noise delta of Eq. 11 (RQFedRec, rows clipped to L1 '
+                        f'{LAPLACE_CLIP:g})', 'columns': PRIVACY_COLUMNS, 'rows': tuple(
         _row(f'delta {delta:g}', 'rqfedrec' if delta == 0 else f'rqfedrec-delta{delta:g}',
-             algorithm='rqfedrec', laplace_scale=delta) for delta in (0.0, 0.02, 0.04, 0.06, 0.08))},
+             algorithm='rqfedrec', laplace_scale=delta,
+             **({'laplace_clip': LAPLACE_CLIP} if delta else {})) for delta in (0.0, 0.02, 0.04, 0.06, 0.08))},
+    # Issue 10: the server's attack on one upload, FedMF and RQFedRec under Eq. 11's noise, FedCIA under
+    # its own Laplace noise on the similarity (released default 0.001).
+    'privacy': {'title': "Privacy: the server's upload attack (AUC) and epsilon", 'columns': PRIVACY_COLUMNS,
+                'rows': tuple(
+                    _row(f'{label}, delta {delta:g}', f'{stem}-attack-delta{delta:g}', algorithm=stem,
+                         attack=True, **noise(delta))
+                    for label, stem, noise in (
+                        ('FedMF', 'fedmf', lambda d: {'laplace_scale': d, 'laplace_clip': LAPLACE_CLIP if d else 0.0}),
+                        ('RQFedRec', 'rqfedrec',
+                         lambda d: {'laplace_scale': d, 'laplace_clip': LAPLACE_CLIP if d else 0.0}),
+                        ('FedCIA', 'fedcia', lambda d: {'fedcia_noise': d}))
+                    for delta in (0.0, 0.02, 0.04, 0.08))},
     'figure3': {'title': 'Figure 3: ablations', 'figure': 'bars', 'rows': (
         _row('RQFedRec', 'rqfedrec'), _row('w/o C (FedMF)', 'fedmf'),
         _row('w/o CC', 'rqfedrec-wocc', algorithm='rqfedrec', channels='semantic'),
@@ -163,6 +185,10 @@ def cell_record(cell: Cell, summary: dict, *, seconds: float | None) -> dict:
     for metric in METRICS:
       record[f'{block}/{metric}'] = summary.get(block, {}).get(metric)
   communication = summary.get('communication', {})
+  privacy = summary.get('privacy', {})
+  record.update({'attack_auc': summary.get('attack_auc'), 'attack_advantage': summary.get('attack_advantage'),
+                 'epsilon_per_round': privacy.get('epsilon_per_round'),
+                 'epsilon_over_run': privacy.get('epsilon_over_run')})
   record.update({'best_round': summary.get('best_round'), 'rounds_run': summary.get('rounds_run'),
                  'seconds_per_round': summary.get('seconds_per_round'), 'wall_seconds': seconds,
                  'upload': communication.get('upload'), 'download': communication.get('download')})
@@ -186,10 +212,12 @@ def markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
   """The table laid out like the paper's: our metrics (both sets, mean ± std over seeds) beside its."""
   spec = spec_of(name)
   paper = PAPER.get(name, {}).get(dataset, {})
+  columns = spec.get('columns', ())
   lines = [f"### {spec['title']}, {dataset}", '',
            '| method | seeds | Recall@10 | MRR@10 | NDCG@10 | paper-code MRR@10 | paper-code NDCG@10 '
-           '| paper Recall@10 | paper MRR@10 | paper NDCG@10 | rounds | s/round | upload | download |',
-           '|---|' + '---|' * 13]
+           '| paper Recall@10 | paper MRR@10 | paper NDCG@10 | rounds | s/round | upload | download |'
+           + ''.join(f' {title} |' for _, title in columns),
+           '|---|' + '---|' * (13 + len(columns))]
   for row in spec['rows']:
     group = records[records['row'] == row.label] if len(records) else records
     if group.empty:
@@ -199,7 +227,8 @@ def markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
     theirs = [f'{v:.4f}' for v in paper[row.label]] if row.label in paper else ['-'] * 3
     time_cells = [_mean_std(group['rounds_run'], 0), _mean_std(group['seconds_per_round'], 1)]
     lines.append(f'| {row.label} | {len(group)} | ' + ' | '.join(ours + theirs + time_cells)
-                 + f" | {_count(group['upload'].iloc[0])} | {_count(group['download'].iloc[0])} |")
+                 + f" | {_count(group['upload'].iloc[0])} | {_count(group['download'].iloc[0])} |"
+                 + ''.join(f' {_mean_std(group[name], 3) if name in group else "-"} |' for name, _ in columns))
   return '\n'.join(lines) + '\n'
 
 
