@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tff_rqfed.experiments import quick
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_USERS, NUM_ITEMS = 30, 40
 METRICS = ('recall@10', 'mrr@10', 'ndcg@10')
@@ -20,13 +22,7 @@ METRICS = ('recall@10', 'mrr@10', 'ndcg@10')
 
 def _write_interactions(path):
   """30 users x 40 items: users 1-15 like items 101-120, users 16-30 items 121-140 (14 each)."""
-  rng = np.random.default_rng(0)
-  lines = ['user_id\titem_id\trating\ttimestamp']
-  for u in range(NUM_USERS):
-    group = 101 + np.arange(20) + (0 if u < NUM_USERS // 2 else 20)
-    for j, item in enumerate(rng.choice(group, size=14, replace=False)):
-      lines.append(f'{u + 1}\t{item}\t{1 + (u + j) % 5}\t{1000 + 10 * u + j}')
-  path.write_text('\n'.join(lines) + '\n')
+  quick.write_interactions(path)
 
 
 def _command(output_dir, interactions_file, *extra):

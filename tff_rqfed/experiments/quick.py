@@ -22,17 +22,22 @@ EXTRA_FLAGS = {'rqfedrec': {'levels': 2, 'codes_per_level': 4, 'refresh_every': 
                'fedcia': {'fedcia_align_steps': 2}}
 
 
-def write_dataset(folder: pathlib.Path) -> dict[str, object]:
-  """Writes the synthetic interaction and item files and returns the cells' dataset flags."""
-  folder.mkdir(parents=True, exist_ok=True)
+def write_interactions(path: pathlib.Path) -> pathlib.Path:
+  """The two-community interaction file (module docstring), with ratings and timestamps."""
   rng = np.random.default_rng(0)
   lines = ['user_id\titem_id\trating\ttimestamp']
   for u in range(NUM_USERS):
     group = 101 + np.arange(20) + (0 if u < NUM_USERS // 2 else 20)
     for j, item in enumerate(rng.choice(group, size=14, replace=False)):
       lines.append(f'{u + 1}\t{item}\t{1 + (u + j) % 5}\t{1000 + 10 * u + j}')
-  interactions = folder / 'interactions.tsv'
-  interactions.write_text('\n'.join(lines) + '\n')
+  path.write_text('\n'.join(lines) + '\n')
+  return path
+
+
+def write_dataset(folder: pathlib.Path) -> dict[str, object]:
+  """Writes the synthetic interaction and item files and returns the cells' dataset flags."""
+  folder.mkdir(parents=True, exist_ok=True)
+  interactions = write_interactions(folder / 'interactions.tsv')
   genres = ['a quiet drama about family', 'a loud action film with chases']
   items = folder / 'items.tsv'
   items.write_text('item_id\ttext\n' + ''.join(
