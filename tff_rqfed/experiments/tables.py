@@ -6,8 +6,8 @@ learning rate, weight decay and initialisation scale (`tff_rqfed.hyperparameters
 explicitly. Implemented (`SPECS`): Table 2 (overall comparison, 100 clients), Table 3 (one user per
 client), Table 6 (codebook alternatives), Table 7 (noisy interactions), Table 8 (Laplace delta),
 Figure 3 (ablations), and the validation grid of Sec. 6.1 (`grid_cells`, the choosing table of the
-README). Rows of different tables with the same flags share a cell (Table 8's delta 0 is Table 2's
-RQFedRec). The paper's numbers (`PAPER`) use its metric code for MRR and NDCG (`test_paper` here);
+README). Rows of different targets with the same flags share a cell (Table 8's rows are the privacy
+analysis's RQFedRec cells; Figure 3's w/o C is Table 2's FedMF). The paper's numbers (`PAPER`) use its metric code for MRR and NDCG (`test_paper` here);
 its recall equals ours.
 """
 
@@ -49,6 +49,13 @@ LAPLACE_CLIP = 64.0
 PRIVACY_COLUMNS = (('attack_auc', 'attack AUC'), ('epsilon_per_round', 'epsilon / round'),
                    ('epsilon_over_run', 'epsilon over the run (delta 1e-5)'))
 
+
+
+def _laplace(delta: float) -> dict:
+  """Eq. 11's flags at `delta`: the noise and, when there is noise, the stated clip."""
+  return {'laplace_scale': delta, 'laplace_clip': LAPLACE_CLIP if delta else 0.0}
+
+
 SPECS: dict[str, dict] = {
     'table2': {'title': 'Table 2: overall comparison', 'rows': (
         _row('MostPop', 'mostpop'), _row('MF (no aggregation)', 'mf_local'), _row('FedMF', 'fedmf'),
@@ -67,13 +74,13 @@ SPECS: dict[str, dict] = {
     'table7': {'title': 'Table 7: noisy interactions (ratio of each part injected)', 'rows': tuple(
         _row(f'{label}, noise {ratio:.2f}', f'{stem}-noise{ratio:g}', algorithm=stem, noise_ratio=ratio)
         for ratio in (0.05, 0.1, 0.15) for label, stem in (('FedMF', 'fedmf'), ('RQFedRec', 'rqfedrec')))},
-    # delta = 0 is the default RQFedRec cell of Table 2 (same folder, same flags); the noisy rows clip
-    # each item row to L1 norm LAPLACE_CLIP first, so that epsilon is finite (privacy.py).
+    # The rows are the privacy analysis's RQFedRec cells (same folders, same flags, with the attack's
+    # AUC), plus delta 0.06; the noisy rows clip each item row to L1 norm LAPLACE_CLIP first, so that
+    # epsilon is finite (privacy.py).
     'table8': {'title': f'Table 8: Laplace noise delta of Eq. 11 (RQFedRec, rows clipped to L1 '
                         f'{LAPLACE_CLIP:g})', 'columns': PRIVACY_COLUMNS, 'rows': tuple(
-        _row(f'delta {delta:g}', 'rqfedrec' if delta == 0 else f'rqfedrec-delta{delta:g}',
-             algorithm='rqfedrec', laplace_scale=delta,
-             **({'laplace_clip': LAPLACE_CLIP} if delta else {})) for delta in (0.0, 0.02, 0.04, 0.06, 0.08))},
+        _row(f'delta {delta:g}', f'rqfedrec-attack-delta{delta:g}', algorithm='rqfedrec', attack=True,
+             **_laplace(delta)) for delta in (0.0, 0.02, 0.04, 0.06, 0.08))},
     # Issue 10: the server's attack on one upload, FedMF and RQFedRec under Eq. 11's noise, FedCIA under
     # its own Laplace noise on the similarity (released default 0.001).
     'privacy': {'title': "Privacy: the server's upload attack (AUC) and epsilon", 'columns': PRIVACY_COLUMNS,
@@ -81,9 +88,7 @@ SPECS: dict[str, dict] = {
                     _row(f'{label}, delta {delta:g}', f'{stem}-attack-delta{delta:g}', algorithm=stem,
                          attack=True, **noise(delta))
                     for label, stem, noise in (
-                        ('FedMF', 'fedmf', lambda d: {'laplace_scale': d, 'laplace_clip': LAPLACE_CLIP if d else 0.0}),
-                        ('RQFedRec', 'rqfedrec',
-                         lambda d: {'laplace_scale': d, 'laplace_clip': LAPLACE_CLIP if d else 0.0}),
+                        ('FedMF', 'fedmf', _laplace), ('RQFedRec', 'rqfedrec', _laplace),
                         ('FedCIA', 'fedcia', lambda d: {'fedcia_noise': d}))
                     for delta in (0.0, 0.02, 0.04, 0.08))},
     'figure3': {'title': 'Figure 3: ablations', 'figure': 'bars', 'rows': (
