@@ -139,12 +139,12 @@ def _run(plan, output_dir: pathlib.Path) -> tuple[list[dict], list[str]]:
 def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   frame = pd.DataFrame(records)
   if _GRID.value:
-    frame = _merge_cells_csv(frame, output_dir / 'grid.csv')  # every method's grid run so far
+    frame = _merge_csv(frame, output_dir / 'grid.csv')  # every method's grid run so far
     text, chosen = tables.choosing_markdown(frame)
     write_atomic(output_dir / 'choosing.md', text)
     write_atomic(output_dir / 'chosen.json', json.dumps(chosen, indent=2, sort_keys=True) + '\n')
     return text
-  _merge_cells_csv(frame, output_dir / 'cells.csv')
+  _merge_csv(frame, output_dir / 'cells.csv')
   target = _target()
   spec = tables.spec_of(target)
   text = tables.markdown(target, frame, dataset=dataset)
@@ -163,7 +163,7 @@ def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   return text
 
 
-def _merge_cells_csv(frame: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
+def _merge_csv(frame: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
   """Adds `frame` to the CSV at `path` (one line per cell, the newest kept); returns the merge."""
   if path.exists():
     frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates('cell', keep='last')
@@ -220,7 +220,7 @@ def main(argv):
     return
   records, failures = _run(plan, output_dir)
   if records:
-    print(_write(records, output_dir, 'quick' if _QUICK.value else _DATASET.value))
+    print(_write(records, output_dir, name))
   if failures:
     print(f'{len(failures)} of {len(plan)} cells failed:\n  ' + '\n  '.join(failures), file=sys.stderr)
     sys.exit(1)

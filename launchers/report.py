@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 import pandas as pd
 
+from tff_rqfed.experiments import tables
 from tff_rqfed.results_io import write_atomic
 
 _OUTPUT = flags.DEFINE_string('output', None, 'Also write the table (markdown) here.')
@@ -50,16 +51,7 @@ def table(runs: pd.DataFrame) -> str:
   lines = ['| method | seeds | ' + ' | '.join(columns) + ' | upload | download |',
            '|' + '---|' * (len(columns) + 4)]
   for method, group in runs.groupby('method', sort=False):
-    cells = []
-    for column in columns:
-      values = group[column].dropna().astype(float)
-      if values.empty:
-        cells.append('-')
-      elif len(values) == 1:
-        cells.append(f'{values.iloc[0]:.4f}' if '@' in column else f'{values.iloc[0]:.1f}')
-      else:
-        fmt = '{:.4f} ± {:.4f}' if '@' in column else '{:.1f} ± {:.1f}'
-        cells.append(fmt.format(values.mean(), values.std(ddof=1)))
+    cells = [tables.mean_std(group[column], 4 if '@' in column else 1) for column in columns]
     lines.append(f'| {method} | {len(group)} | ' + ' | '.join(cells)
                  + f' | {group["upload"].iloc[0]} | {group["download"].iloc[0]} |')
   return '\n'.join(lines) + '\n'

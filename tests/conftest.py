@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tff_rqfed import simulation
+from tff_rqfed import worker_processes
 from tff_rqfed.data.partition import ClientData
 from tff_rqfed.data.protocols import Split
 from tff_rqfed.evaluation import popularity
@@ -28,10 +29,8 @@ def tff_context():
 def _worker_running(pid):
   """True while `pid` is a running (not zombie) TFF worker; a reused PID is not the worker."""
   try:
-    with open(f'/proc/{pid}/stat') as f:
-      running = f.read().rsplit(')', 1)[1].split()[0] != 'Z'
     with open(f'/proc/{pid}/cmdline', 'rb') as f:
-      return running and b'worker_binary' in f.read()
+      return worker_processes.alive(pid) and b'worker_binary' in f.read()
   except OSError:
     return False
 

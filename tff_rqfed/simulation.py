@@ -197,8 +197,9 @@ def run_simulation(
       row = _train_round(process, progress, clients, split, config, round_num)
       write_atomic(output_dir / 'rounds.csv', pd.DataFrame(progress.history).to_csv(index=False))
       checkpoints.maybe_save(progress, round_num)
-      bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",
-                      valid_ndcg=f'{progress.best_ndcg:.4f}', best=progress.best_round)
+      if f'valid_ndcg@{config.k}' in row:
+        bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",
+                        valid_ndcg=f"{row[f'valid_ndcg@{config.k}']:.4f}", best=progress.best_round)
   except KeyboardInterrupt:
     interrupted = True
   finally:

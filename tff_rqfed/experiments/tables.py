@@ -7,8 +7,8 @@ explicitly. Implemented (`SPECS`): Table 2 (overall comparison, 100 clients), Ta
 client), Table 6 (codebook alternatives), Table 7 (noisy interactions), Table 8 (Laplace delta),
 Figure 3 (ablations), and the validation grid of Sec. 6.1 (`grid_cells`, the choosing table of the
 README). Rows of different targets with the same flags share a cell (Table 8's rows are the privacy
-analysis's RQFedRec cells; Figure 3's w/o C is Table 2's FedMF). The paper's numbers (`PAPER`) use its metric code for MRR and NDCG (`test_paper` here);
-its recall equals ours.
+analysis's RQFedRec cells; Figure 3's w/o C is Table 2's FedMF). The paper's numbers (`PAPER`) use
+its metric code for MRR and NDCG (`test_paper` here); its recall equals ours.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ def _row(label, stem, **flags):
   return Row(label, stem, tuple(sorted(flags.items())))
 
 
-# L1 bound of each item row before Eq. 11's noise in Table 8 and the privacy analysis: above the row
-# norms of trained tables, so it rarely bites (FedMF at the defaults after 20 rounds, ML-100k: median
-# 43, 99th percentile 58, largest 60; `clipped_rows` in rounds.csv says how often it did).
+# L1 bound of each item row before Eq. 11's noise in Table 8 and the privacy analysis: above most
+# trained rows (FedMF at the defaults after 20 rounds, ML-100k: median 43, 99th percentile 58, largest
+# 60); `clipped_rows` in rounds.csv says how often it bit (measured: up to 7% of FedMF's rows and 21% of
+# RQFedRec's in a round).
 LAPLACE_CLIP = 64.0
 PRIVACY_COLUMNS = (('attack_auc', 'attack AUC'), ('epsilon_per_round', 'epsilon / round'),
                    ('epsilon_over_run', 'epsilon over the run (delta 1e-5)'))
-
 
 
 def _laplace(delta: float) -> dict:
@@ -200,7 +200,8 @@ def cell_record(cell: Cell, summary: dict, *, seconds: float | None) -> dict:
   return record
 
 
-def _mean_std(values: pd.Series, digits: int = 4) -> str:
+def mean_std(values: pd.Series, digits: int = 4) -> str:
+  """'mean ± std' over seeds (one value: the value; none: '-'), also used by `launchers.report`."""
   values = values.dropna().astype(float)
   if values.empty:
     return '-'
@@ -227,13 +228,13 @@ def markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
     group = records[records['row'] == row.label] if len(records) else records
     if group.empty:
       continue
-    ours = [_mean_std(group[f'test/{m}']) for m in METRICS]
-    ours += [_mean_std(group[f'test_paper/{m}']) for m in METRICS[1:]]
+    ours = [mean_std(group[f'test/{m}']) for m in METRICS]
+    ours += [mean_std(group[f'test_paper/{m}']) for m in METRICS[1:]]
     theirs = [f'{v:.4f}' for v in paper[row.label]] if row.label in paper else ['-'] * 3
-    time_cells = [_mean_std(group['rounds_run'], 0), _mean_std(group['seconds_per_round'], 1)]
+    time_cells = [mean_std(group['rounds_run'], 0), mean_std(group['seconds_per_round'], 1)]
     lines.append(f'| {row.label} | {len(group)} | ' + ' | '.join(ours + theirs + time_cells)
                  + f" | {_count(group['upload'].iloc[0])} | {_count(group['download'].iloc[0])} |"
-                 + ''.join(f' {_mean_std(group[name], 3) if name in group else "-"} |' for name, _ in columns))
+                 + ''.join(f' {mean_std(group[name], 3) if name in group else "-"} |' for name, _ in columns))
   return '\n'.join(lines) + '\n'
 
 
