@@ -10,7 +10,8 @@ graph-aggregated targets), `fedcia` (private tables, mean item-item similarity, 
 `mf_local` (no aggregation) and `mostpop` (train popularity, no training: the reference row every
 method must beat).
 `--dataset=file` reads `--interactions_file` (and optionally `--item_file`) with the generic loader.
-DIR receives summary.json, rounds.csv, flags.json and, with --save_topk, topk.csv.
+DIR receives summary.json, rounds.csv, flags.json and, with --save_topk, topk.csv; with --tensorboard,
+each round's metrics also go to DIR/tensorboard (`tensorboard --logdir DIR/tensorboard`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Replace the results of a different run in --output_dir (else refused).')
 _RESUME = flags.DEFINE_bool('resume', False,
                             'Continue the run in --output_dir from its last saved round (same flags).')
+_TENSORBOARD = flags.DEFINE_bool('tensorboard', False,
+                                 "Also write each round's metrics as TensorBoard events (DIR/tensorboard).")
 _CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', 5,
                                          'Save the program state every N rounds for --resume (0: never).',
                                          lower_bound=0)
@@ -306,7 +309,8 @@ def _flag_values() -> dict:
 
 
 # Flags that do not change a run's results: a folder's run is the same run whatever their values.
-_RUN_INDEPENDENT_FLAGS = ('output_dir', 'progress', 'overwrite', 'resume', 'checkpoint_every')
+_RUN_INDEPENDENT_FLAGS = ('output_dir', 'progress', 'overwrite', 'resume', 'checkpoint_every',
+                          'tensorboard')
 
 
 def check_output_dir(output_dir: pathlib.Path, flag_values: dict) -> None:
@@ -420,6 +424,7 @@ def main(argv):
         rounds=_ROUNDS.value, patience=_PATIENCE.value, min_rounds=min_rounds,
         eval_every=_EVAL_EVERY.value, seed=seed, k=_TOP_K.value, save_topk=_SAVE_TOPK.value,
         progress=_PROGRESS.value, checkpoint_every=_CHECKPOINT_EVERY.value, resume=_RESUME.value,
+        tensorboard=_TENSORBOARD.value,
     )
     summary = simulation.run_simulation(
         process, split=split, clients=clients, config=config, output_dir=output_dir,

@@ -135,3 +135,40 @@ def test_test_ranking_masks_train_and_validation_items_and_validation_masks_trai
   # The saved top-3 lists are the test ranking: no train or validation item in them.
   topk = (tmp_path / 'topk.csv').read_text().splitlines()[1:]
   assert topk == ['0,1,2,3', '1,2,1,3']
+
+
+def test_tensorboard_events_hold_each_rounds_metrics_at_its_round(tmp_path):
+  import tensorflow as tf
+  _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=3, patience=10, tensorboard=True)
+  losses = {}
+  for path in (tmp_path / simulation.TENSORBOARD_DIR).iterdir():
+    for record in tf.data.TFRecordDataset(str(path)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.tag == 'loss':
+          losses[event.step] = float(tf.make_ndarray(value.tensor))
+  assert losses == pytest.approx({1: 1.0, 2: 1 / 2, 3: 1 / 3})
+
+
+def test_without_tensorboard_no_event_files_are_written(tmp_path):
+  _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=2, patience=10)
+  assert not (tmp_path / simulation.TENSORBOARD_DIR).exists()
+
+
+def test_a_new_run_in_the_same_folder_replaces_the_rounds_of_the_old_one(tmp_path):
+  _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=4, patience=10)
+  _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=2, patience=10)
+  assert pd.read_csv(tmp_path / 'rounds.csv')['round'].tolist() == [1, 2]
+
+
+def test_resume_reruns_the_rounds_after_the_saved_state_once_each_in_rounds_csv(tmp_path):
+  # Interrupted in round 6: rounds 1-5 are in rounds.csv, the state of round 4 is saved.
+  first = _run(tmp_path, ScriptedProcess(good_rounds={1}, interrupt_at=6), rounds=8, patience=10,
+               checkpoint_every=2)
+  assert first['interrupted'] and len(pd.read_csv(tmp_path / 'rounds.csv')) == 5
+  resumed = _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=8, patience=10, checkpoint_every=2,
+                 resume=True)
+  assert resumed['resumed_from_round'] == 4
+  rounds = pd.read_csv(tmp_path / 'rounds.csv')
+  assert rounds['round'].tolist() == list(range(1, 9))
+  assert rounds['loss'].tolist() == pytest.approx([1 / r for r in range(1, 9)])

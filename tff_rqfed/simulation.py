@@ -7,10 +7,18 @@ rounds without improvement, counted from `min_rounds` on (RQFedRec's warm-up). T
 is evaluated on the test set (train and validation items masked) with both the correct and the
 paper-compatible metrics.
 
-Results go to `output_dir`, each file written atomically: `rounds.csv` (one row per round, rewritten
+Results go to `output_dir`, each file written atomically: `rounds.csv` (one row per round, released
 after every round so an interrupted run keeps its history), `summary.json` and, with `save_topk`,
 `topk.csv` (each test user's top-K in original ids, so anyone can recompute the metrics). Ctrl-C stops
 training and still evaluates and writes the best state reached.
+
+Each round's metrics are released, keyed by the round number, through TFF's program release managers
+(`metrics_release_manager`): `tff.program.CSVFileReleaseManager` writes `rounds.csv` (in write mode:
+the file is rewritten to a temporary name and renamed, never left half written) and, with
+`tensorboard`, `tff.program.TensorBoardReleaseManager` writes event files under `tensorboard/`.
+Releasing round t drops the CSV's rows of rounds >= t, so a resumed run's `rounds.csv` loses the rounds
+run after its last saved state and gains them again as they are rerun. TensorBoard event files are
+appended to: after a resume, the rerun rounds appear twice there (same values).
 
 Every `checkpoint_every` rounds the loop's program state (server state, every client's private state,
 the best round's copies, the early-stopping bookkeeping and the round history) is saved with TFF's
@@ -40,6 +48,8 @@ from tff_rqfed.results_io import write_atomic
 from tff_rqfed.federated import process as process_lib
 
 PROGRAM_STATE_DIR = 'program_state'
+ROUNDS_FILE = 'rounds.csv'
+TENSORBOARD_DIR = 'tensorboard'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +64,7 @@ class SimulationConfig:
   progress: bool = True
   checkpoint_every: int = 5  # rounds between saved program states (0: never)
   resume: bool = False
+  tensorboard: bool = False  # also release each round's metrics to TensorBoard event files
 
   def __post_init__(self):
     for name in ('rounds', 'patience', 'eval_every', 'k'):
@@ -133,6 +144,17 @@ class _Checkpoints:
       asyncio.run(self.manager.save(progress.as_program_state(), round_num))
 
 
+def metrics_release_manager(output_dir: pathlib.Path, *, tensorboard: bool = False
+                            ) -> tff.program.ReleaseManager:
+  """Where each round's metrics go: `rounds.csv` and, with `tensorboard`, TensorBoard event files."""
+  managers = [tff.program.CSVFileReleaseManager(output_dir / ROUNDS_FILE,
+                                                save_mode=tff.program.CSVSaveMode.WRITE,
+                                                key_fieldname='round')]
+  if tensorboard:
+    managers.append(tff.program.TensorBoardReleaseManager(output_dir / TENSORBOARD_DIR))
+  return tff.program.GroupingReleaseManager(managers)
+
+
 def _train_round(process, progress: _Progress, clients, split, config, round_num: int) -> dict:
   """Runs round `round_num`, validates when due, updates `progress`; returns the rounds.csv row."""
   data = process_lib.client_data_values(clients, seed=config.seed, round_num=round_num)
@@ -188,6 +210,8 @@ def run_simulation(
     progress, resumed_from = checkpoints.load_latest(progress)
   else:
     checkpoints.clear()  # a previous run's states of the same folder (--overwrite or a rerun)
+    (output_dir / ROUNDS_FILE).unlink(missing_ok=True)
+  metrics_manager = metrics_release_manager(output_dir, tensorboard=config.tensorboard)
   interrupted = False
   bar = tqdm.trange(resumed_from + 1, config.rounds + 1, disable=not config.progress, desc=process.name)
   try:
@@ -195,7 +219,8 @@ def run_simulation(
       if progress.since_best >= config.patience:  # since_best only grows after min_rounds
         break
       row = _train_round(process, progress, clients, split, config, round_num)
-      write_atomic(output_dir / 'rounds.csv', pd.DataFrame(progress.history).to_csv(index=False))
+      metrics = {name: value for name, value in row.items() if name != 'round'}
+      asyncio.run(metrics_manager.release(metrics, key=round_num))
       checkpoints.maybe_save(progress, round_num)
       if f'valid_ndcg@{config.k}' in row:
         bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",

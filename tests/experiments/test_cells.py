@@ -80,3 +80,18 @@ def test_failing_cell_raises_with_its_log_and_records_the_exit_status(tmp_path):
   assert json.loads((tmp_path / 'bad' / 'runner.json').read_text())['returncode'] != 0
   assert cells.wall_seconds(tmp_path / 'bad') > 0
   assert cells.wall_seconds(tmp_path / 'missing') is None
+
+
+def test_a_cell_locked_by_another_runner_is_refused_not_run_twice(tmp_path):
+  import fcntl
+  import os
+  cell_dir = tmp_path / 'fedmf-s0'
+  cell_dir.mkdir()
+  fd = os.open(cell_dir / cells.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+  fcntl.flock(fd, fcntl.LOCK_EX)  # another runner's cell in flight
+  try:
+    with pytest.raises(cells.CellError, match='fedmf-s0 is being run by another process'):
+      cells.run_cell(cells.Cell.make('fedmf-s0', 'FedMF', algorithm='fedmf'), cell_dir)
+  finally:
+    os.close(fd)
+  assert not (cell_dir / 'log.txt').exists()  # nothing was started

@@ -12,14 +12,23 @@ it is refused with the first differing flag named, never overwritten. A folder w
 cell killed mid-run) continues from its last saved round (`launchers.simulate --resume`, TFF's
 `FileProgramStateManager`); runs are deterministic, so the result is the one the killed run would have
 given.
+
+A killed runner does not leave its cell running: the cell's process gets SIGTERM when the runner
+dies (Linux `PR_SET_PDEATHSIG`), which makes it save an interrupted summary and stop its TFF worker.
+Two runners never run one cell at once: `run_cell` holds an exclusive lock on `<cell>/cell.lock`
+(`fcntl.flock`), passed on to the cell's process, so it lasts until that process has exited; a second
+runner asking for the cell gets a `CellError` instead of a second writer in the folder.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +37,8 @@ from tff_rqfed.results_io import write_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUNNER_FILE = 'runner.json'  # wall time and exit status of the cell, written by `run_cell`
+LOCK_FILE = 'cell.lock'  # held while a runner runs the cell (see module doc)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class CellError(RuntimeError):
@@ -109,14 +120,44 @@ def finished_summary(cell: Cell, cell_dir: pathlib.Path) -> dict | None:
   return None if summary.get('interrupted') else summary
 
 
+def _lock(cell: Cell, cell_dir: pathlib.Path) -> int:
+  """An open descriptor holding the cell's exclusive lock; CellError if another process holds it."""
+  fd = os.open(cell_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    os.close(fd)
+    raise CellError(f'cell {cell.name} is being run by another process ({cell_dir / LOCK_FILE} is '
+                    'locked); wait for it or stop it') from None
+  return fd
+
+
+def _terminate_with_parent() -> None:
+  """In the cell's process before exec: SIGTERM when the runner dies (no-op off Linux)."""
+  try:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+  except (OSError, AttributeError):
+    pass
+
+
 def run_cell(cell: Cell, cell_dir: pathlib.Path, *, env: dict | None = None) -> dict:
-  """Runs the cell's `launchers.simulate` into `cell_dir` and returns its summary."""
+  """Runs the cell's `launchers.simulate` into `cell_dir` and returns its summary.
+
+  The log goes to `<cell>/log.txt`, appended to, so a resumed cell keeps the log of its killed part.
+  """
   cell_dir.mkdir(parents=True, exist_ok=True)
-  start = time.perf_counter()
-  with open(cell_dir / 'log.txt', 'w') as log:
-    proc = subprocess.run(cell.command(cell_dir), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {})))
-  seconds = time.perf_counter() - start
+  lock_fd = _lock(cell, cell_dir)
+  try:
+    start = time.perf_counter()
+    with open(cell_dir / 'log.txt', 'a') as log:
+      log.write(f'--- {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(cell.command(cell_dir))}\n')
+      log.flush()
+      proc = subprocess.run(cell.command(cell_dir), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {})),
+                            pass_fds=(lock_fd,), preexec_fn=_terminate_with_parent)
+    seconds = time.perf_counter() - start
+  finally:
+    os.close(lock_fd)
   write_atomic(cell_dir / RUNNER_FILE, json.dumps(
       {'seconds': seconds, 'returncode': proc.returncode, 'command': cell.command(cell_dir)},
       indent=2) + '\n')
