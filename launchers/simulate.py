@@ -276,8 +276,9 @@ def build_process(dataset, seed: int, num_clients: int):
 def run_mostpop(dataset, split, output_dir):
   scores = popularity.most_popular_scores(
       np.concatenate([split.train, split.valid]), num_users=split.num_users, num_items=split.num_items)
-  test, _ = simulation.evaluate_scores(scores, split, k=_TOP_K.value, on='test')
+  test, top_k = simulation.evaluate_scores(scores, split, k=_TOP_K.value, on='test')
   summary = {'algorithm': 'mostpop', 'test': test['correct'], 'test_paper': test['paper'],
+             'test_item_groups': simulation.test_item_group_metrics(top_k, split, k=_TOP_K.value),
              'best_round': 0, 'rounds_run': 0, 'seconds_per_round': None,
              'communication': {'upload': 0, 'download': 0}}
   results_io.write_atomic(output_dir / 'summary.json', json.dumps(summary, indent=2) + '\n')

@@ -31,6 +31,7 @@ def sweep(tmp_path_factory):
       'table7': _run('--table=7', '--methods=fedmf-noise0.05', f'--output_dir={root}'),
       'figure3': _run('--figure=3', '--methods=fedmf,rqfedrec-wosc', f'--output_dir={root}'),
       'privacy': _run('--analysis=privacy', '--methods=fedmf-attack-delta0.02', f'--output_dir={root}'),
+      'longtail': _run('--analysis=longtail', '--methods=mostpop,fedmf', f'--output_dir={root}'),
       'grid': _run('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0',
                    f'--output_dir={root}'),
   }
@@ -130,6 +131,21 @@ def test_privacy_analysis_reports_the_attack_auc_and_epsilon(sweep):
   assert summary['privacy']['rounds'] == summary['rounds_run']
   row = [line for line in (root / 'privacy.md').read_text().splitlines() if 'FedMF, delta 0.02' in line][0]
   assert f"{summary['attack_auc']:.3f}" in row and f'{2 * tables.LAPLACE_CLIP / 0.02:.3f}' in row
+
+
+def test_longtail_analysis_reports_each_popularity_third_from_table2s_cells(sweep):
+  root, runs = sweep
+  _ok(runs['longtail'])
+  summary = json.loads((root / 'fedmf-s0' / 'summary.json').read_text())  # Table 2's cell, shared
+  groups = summary['test_item_groups']
+  assert sum(groups[g]['items'] for g in ('head', 'torso', 'tail')) == 40
+  row = [line for line in (root / 'longtail.md').read_text().splitlines() if line.startswith('| FedMF |')][0]
+  for g in ('head', 'torso', 'tail'):
+    if groups[g]['recall@10'] is not None:
+      assert f"{groups[g]['recall@10']:.4f}" in row
+  assert (root / 'longtail.png').exists()
+  cells = pd.read_csv(root / 'cells.csv').set_index('cell')
+  assert cells.loc['mostpop-s0', 'group/head/items'] == groups['head']['items']
 
 
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):

@@ -172,3 +172,13 @@ def test_resume_reruns_the_rounds_after_the_saved_state_once_each_in_rounds_csv(
   rounds = pd.read_csv(tmp_path / 'rounds.csv')
   assert rounds['round'].tolist() == list(range(1, 9))
   assert rounds['loss'].tolist() == pytest.approx([1 / r for r in range(1, 9)])
+
+
+def test_summary_scores_the_test_items_of_each_popularity_third(tmp_path):
+  summary = _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=2, patience=10)
+  groups = summary['test_item_groups']
+  assert list(groups) == ['head', 'torso', 'tail']
+  # Item 0 holds every training interaction (head); test item 1 is in the tail, ranked first by both
+  # users once train item 0 and validation item 5 are masked.
+  assert groups['head']['items'] == 1 and groups['head']['recall@3'] is None
+  assert groups['tail']['test_pairs'] == 2 and groups['tail']['recall@3'] == pytest.approx(1.0)

@@ -5,7 +5,8 @@
 and the validation NDCG@10 (correct metric) decides early stopping: training stops after `patience`
 rounds without improvement, counted from `min_rounds` on (RQFedRec's warm-up). The best round's state
 is evaluated on the test set (train and validation items masked) with both the correct and the
-paper-compatible metrics.
+paper-compatible metrics, and with the correct metrics on the test items of each popularity third of
+the training interactions (head, torso, tail: `evaluation.item_groups`).
 
 Results go to `output_dir`, each file written atomically: `rounds.csv` (one row per round, released
 after every round so an interrupted run keeps its history), `summary.json` and, with `save_topk`,
@@ -43,6 +44,7 @@ import pandas as pd
 import tensorflow_federated as tff
 import tqdm
 
+from tff_rqfed.evaluation import item_groups
 from tff_rqfed.evaluation import ranking
 from tff_rqfed.results_io import write_atomic
 from tff_rqfed.federated import process as process_lib
@@ -87,6 +89,12 @@ def evaluate_scores(scores, split, *, k: int, on: str):
   top_k = ranking.top_k_from_scores(scores, exclude=exclude, k=k)
   truth = ranking.truth_lists(truth_pairs, num_users=split.num_users)
   return ranking.evaluate(top_k, truth, k=k), top_k
+
+
+def test_item_group_metrics(top_k, split, *, k: int) -> dict:
+  """The correct metrics on the test items of each popularity third (`evaluation.item_groups`)."""
+  groups = item_groups.popularity_groups(split.train, split.num_items)
+  return item_groups.group_metrics(top_k, split.test, groups, num_users=split.num_users, k=k)
 
 
 @dataclasses.dataclass
@@ -238,6 +246,7 @@ def run_simulation(
       'algorithm': process.name,
       'test': test['correct'],
       'test_paper': test['paper'],
+      'test_item_groups': test_item_group_metrics(top_k, split, k=config.k),
       'valid': valid['correct'],
       'valid_paper': valid['paper'],
       'best_round': progress.best_round,

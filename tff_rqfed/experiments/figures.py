@@ -1,7 +1,9 @@
 """The runner's figures, drawn with matplotlib from the cells' results.
 
-- `ablation_bars` (Fig. 3): one group of bars per variant, Recall@10 and NDCG@10 (correct metrics)
-  and the paper-code NDCG@10, mean over seeds with the standard deviation as error bars.
+- `bars`: one group of bars per row, one bar per metric column, mean over seeds with the standard
+  deviation as error bars. Fig. 3 (ablations): Recall@10 and NDCG@10 (correct metrics) and the
+  paper-code NDCG@10 (`BAR_METRICS`); the long-tail analysis: Recall@10 on the test items of the head,
+  torso and tail (`GROUP_BAR_METRICS`).
 - `validation_curves`: validation NDCG@10 per round for every row of a table (mean over seeds), the
   curve each method's early stopping read.
 """
@@ -19,6 +21,8 @@ import pandas as pd
 
 BAR_METRICS = (('test/recall@10', 'Recall@10'), ('test/ndcg@10', 'NDCG@10'),
                ('test_paper/ndcg@10', 'NDCG@10 (paper code)'))
+GROUP_BAR_METRICS = tuple((f'group/{group}/recall@10', f'Recall@10, {group} items')
+                          for group in ('head', 'torso', 'tail'))
 
 
 def _save(fig, path: pathlib.Path) -> None:
@@ -29,17 +33,23 @@ def _save(fig, path: pathlib.Path) -> None:
   tmp.replace(path)
 
 
-def ablation_bars(records: pd.DataFrame, rows: list[str], path: pathlib.Path, *, title: str) -> None:
-  """Grouped bars of `rows` (labels in order) over seeds; error bars: std over seeds (0 for one)."""
+def bars(records: pd.DataFrame, rows: list[str], path: pathlib.Path, *, title: str,
+         metrics=BAR_METRICS) -> None:
+  """Grouped bars of `rows` (labels in order) over seeds; error bars: std over seeds (0 for one).
+
+  `metrics`: (cells.csv column, legend label) pairs, one bar each; a column missing from `records`
+  (cells run before it existed) is left out.
+  """
   present = [row for row in rows if (records['row'] == row).any()]
-  width = 0.8 / len(BAR_METRICS)
+  metrics = [(column, label) for column, label in metrics if column in records]
+  width = 0.8 / max(len(metrics), 1)
   fig, ax = plt.subplots(figsize=(1.6 * len(present) + 2, 3.6))
   x = np.arange(len(present))
-  for j, (column, label) in enumerate(BAR_METRICS):
+  for j, (column, label) in enumerate(metrics):
     groups = [records.loc[records['row'] == row, column].astype(float) for row in present]
     means = [g.mean() for g in groups]
     stds = [g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups]
-    ax.bar(x + (j - 1) * width, means, width, yerr=stds, capsize=3, label=label)
+    ax.bar(x + (j - (len(metrics) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=label)
   seeds = int(records.groupby('row').size().max())
   ax.set_xticks(x, present)
   ax.set_ylabel('test metric')

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tff_rqfed import hyperparameters
+from tff_rqfed.evaluation import item_groups
 from tff_rqfed.experiments.cells import Cell
 
 METRICS = ('recall@10', 'mrr@10', 'ndcg@10')
@@ -91,6 +92,12 @@ SPECS: dict[str, dict] = {
                         ('FedMF', 'fedmf', _laplace), ('RQFedRec', 'rqfedrec', _laplace),
                         ('FedCIA', 'fedcia', lambda d: {'fedcia_noise': d}))
                     for delta in (0.0, 0.02, 0.04, 0.08))},
+    # Issue 9, beyond the paper: does RQFedRec win on rare items? The correct metrics on the test items
+    # of each popularity third of the training interactions (evaluation.item_groups). The cells are
+    # Table 2's (same flags, same folders): every run since item_groups records the groups.
+    'longtail': {'title': 'Long-tail items: test items of the head, torso and tail of the training '
+                          'interactions', 'groups': item_groups.POPULARITY_GROUPS, 'rows': (
+        _row('MostPop', 'mostpop'), _row('FedMF', 'fedmf'), _row('RQFedRec', 'rqfedrec'))},
     'figure3': {'title': 'Figure 3: ablations', 'figure': 'bars', 'rows': (
         _row('RQFedRec', 'rqfedrec'), _row('w/o C (FedMF)', 'fedmf'),
         _row('w/o CC', 'rqfedrec-wocc', algorithm='rqfedrec', channels='semantic'),
@@ -189,6 +196,9 @@ def cell_record(cell: Cell, summary: dict, *, seconds: float | None) -> dict:
   for block in ('test', 'test_paper', 'valid'):
     for metric in METRICS:
       record[f'{block}/{metric}'] = summary.get(block, {}).get(metric)
+  for group, entry in summary.get('test_item_groups', {}).items():
+    record.update({f'group/{group}/{name}': entry.get(name)
+                   for name in ('items', 'test_pairs', *METRICS)})
   communication = summary.get('communication', {})
   privacy = summary.get('privacy', {})
   record.update({'attack_auc': summary.get('attack_auc'), 'attack_advantage': summary.get('attack_advantage'),
@@ -235,6 +245,29 @@ def markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
     lines.append(f'| {row.label} | {len(group)} | ' + ' | '.join(ours + theirs + time_cells)
                  + f" | {_count(group['upload'].iloc[0])} | {_count(group['download'].iloc[0])} |"
                  + ''.join(f' {mean_std(group[name], 3) if name in group else "-"} |' for name, _ in columns))
+  return '\n'.join(lines) + '\n'
+
+
+def groups_markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
+  """Recall@10 and NDCG@10 (correct) on each item group's test items, mean ± std over seeds."""
+  spec = spec_of(name)
+  groups = spec['groups']
+  lines = [f"### {spec['title']}, {dataset}", '',
+           '| method | seeds | ' + ' | '.join(f'{g} Recall@10 | {g} NDCG@10' for g in groups)
+           + ' | all Recall@10 | all NDCG@10 |', '|---|' + '---|' * (2 * len(groups) + 3)]
+  for row in spec['rows']:
+    group = records[records['row'] == row.label] if len(records) else records
+    if group.empty:
+      continue
+    cells = [mean_std(group[column]) if column in group else '-'
+             for g in groups for column in (f'group/{g}/recall@10', f'group/{g}/ndcg@10')]
+    cells += [mean_std(group['test/recall@10']), mean_std(group['test/ndcg@10'])]
+    lines.append(f'| {row.label} | {len(group)} | ' + ' | '.join(cells) + ' |')
+  sizes = [f"{g}: {_count(records[f'group/{g}/items'].iloc[0])} items, "
+           f"{_count(records[f'group/{g}/test_pairs'].iloc[0])} test interactions"
+           for g in groups if f'group/{g}/items' in records and len(records)]
+  if sizes:
+    lines += ['', 'Groups (seed of the first cell): ' + '; '.join(sizes) + '.']
   return '\n'.join(lines) + '\n'
 
 
