@@ -32,7 +32,7 @@ from tff_rqfed import hyperparameters
 from tff_rqfed import results_io
 from tff_rqfed import simulation
 from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec, rqfedrec
-from tff_rqfed.data import interactions, movielens, noise, partition, protocols, text
+from tff_rqfed.data import cold_items, interactions, movielens, noise, partition, protocols, text
 from tff_rqfed.evaluation import attack
 from tff_rqfed.evaluation import popularity
 from tff_rqfed.federated import client_work as cw
@@ -59,6 +59,9 @@ _PROTOCOL = flags.DEFINE_enum('protocol', 'paper', list(protocols.PROTOCOLS), 'T
 _NOISE_RATIO = flags.DEFINE_float('noise_ratio', 0.0,
                                    'Table 7: misclicks injected into each split part, as a ratio of its size.',
                                    lower_bound=0.0, upper_bound=1.0)
+_COLD_ITEM_RATIO = flags.DEFINE_float(
+    'cold_item_ratio', 0.0, 'Cold-start items: this share of the items is held out of all training '
+    'data, its interactions tested (data/cold_items.py).', lower_bound=0.0, upper_bound=0.99)
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
 _CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).', lower_bound=1)
 _ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.', lower_bound=1)
@@ -355,6 +358,9 @@ def note_users_without_interactions(split) -> None:
 
 
 LAPLACE_ALGORITHMS = ('fedmf', 'rqfedrec')  # FedCIA has its own noise: --fedcia_noise
+# Algorithms whose local training skips the cold items' negatives (client_work.train_on_items), and
+# MostPop (no training). The others' samplers would still draw cold items as negatives.
+COLD_ITEM_ALGORITHMS = ('mostpop', 'mf_local', 'fedmf', 'fedcia', 'rqfedrec')
 
 
 def check_algorithm_flags() -> None:
@@ -364,6 +370,12 @@ def check_algorithm_flags() -> None:
   if (_LAPLACE.value > 0 or _LAPLACE_CLIP.value > 0) and _ALGORITHM.value not in LAPLACE_ALGORITHMS:
     raise app.UsageError(f'--laplace_scale and --laplace_clip apply to {", ".join(LAPLACE_ALGORITHMS)}, '
                          f'not --algorithm={_ALGORITHM.value}')
+  if _COLD_ITEM_RATIO.value > 0 and _ALGORITHM.value not in COLD_ITEM_ALGORITHMS:
+    raise app.UsageError(f'--cold_item_ratio applies to {", ".join(COLD_ITEM_ALGORITHMS)}, '
+                         f'not --algorithm={_ALGORITHM.value}')
+  if _COLD_ITEM_RATIO.value > 0 and _ATTACK.value:
+    raise app.UsageError('--attack replays uploads without cold items; it cannot be combined with '
+                         f'--cold_item_ratio={_COLD_ITEM_RATIO.value}')
 
 
 def privacy_summary(summary: dict) -> dict:
@@ -396,6 +408,7 @@ def _prepare(output_dir: pathlib.Path):
   dataset = load_dataset()
   split = protocols.make_split(dataset, protocol=_PROTOCOL.value, seed=_SEED.value)
   split = noise.inject_noise(split, ratio=_NOISE_RATIO.value, seed=_SEED.value)
+  split = cold_items.hold_out_items(split, ratio=_COLD_ITEM_RATIO.value, seed=_SEED.value)
   check_sizes(dataset, split)
   note_users_without_interactions(split)
   if _ALGORITHM.value == 'mostpop':

@@ -32,6 +32,8 @@ def sweep(tmp_path_factory):
       'figure3': _run('--figure=3', '--methods=fedmf,rqfedrec-wosc', f'--output_dir={root}'),
       'privacy': _run('--analysis=privacy', '--methods=fedmf-attack-delta0.02', f'--output_dir={root}'),
       'longtail': _run('--analysis=longtail', '--methods=mostpop,fedmf', f'--output_dir={root}'),
+      'coldstart': _run('--analysis=coldstart', '--methods=fedmf-cold0.1,rqfedrec-cold0.1',
+                        f'--output_dir={root}'),
       'grid': _run('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0',
                    f'--output_dir={root}'),
   }
@@ -146,6 +148,19 @@ def test_longtail_analysis_reports_each_popularity_third_from_table2s_cells(swee
   assert (root / 'longtail.png').exists()
   cells = pd.read_csv(root / 'cells.csv').set_index('cell')
   assert cells.loc['mostpop-s0', 'group/head/items'] == groups['head']['items']
+
+
+def test_coldstart_analysis_holds_items_out_and_scores_them_as_a_group(sweep):
+  root, runs = sweep
+  _ok(runs['coldstart'])
+  for stem in ('fedmf', 'rqfedrec'):
+    summary = json.loads((root / f'{stem}-cold0.1-s0' / 'summary.json').read_text())
+    groups = summary['test_item_groups']
+    assert groups['cold']['items'] == 4 and groups['warm']['items'] == 36  # 10% of the 40 quick items
+    assert groups['cold']['test_pairs'] > 0 and groups['cold']['recall@10'] is not None
+  table = (root / 'coldstart.md').read_text()
+  assert '| RQFedRec | 1 |' in table and 'cold Recall@10' in table
+  assert (root / 'coldstart.png').exists()
 
 
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):

@@ -92,8 +92,13 @@ def evaluate_scores(scores, split, *, k: int, on: str):
 
 
 def test_item_group_metrics(top_k, split, *, k: int) -> dict:
-  """The correct metrics on the test items of each popularity third (`evaluation.item_groups`)."""
+  """The correct metrics on the test items of each popularity third (`evaluation.item_groups`) and,
+  when the split holds cold items out (`data.cold_items`), on the cold and the other ('warm') items."""
   groups = item_groups.popularity_groups(split.train, split.num_items)
+  if split.cold_items is not None:
+    groups['cold'] = np.zeros(split.num_items, bool)
+    groups['cold'][split.cold_items] = True
+    groups['warm'] = ~groups['cold']
   return item_groups.group_metrics(top_k, split.test, groups, num_users=split.num_users, k=k)
 
 
@@ -165,7 +170,8 @@ def metrics_release_manager(output_dir: pathlib.Path, *, tensorboard: bool = Fal
 
 def _train_round(process, progress: _Progress, clients, split, config, round_num: int) -> dict:
   """Runs round `round_num`, validates when due, updates `progress`; returns the rounds.csv row."""
-  data = process_lib.client_data_values(clients, seed=config.seed, round_num=round_num)
+  data = process_lib.client_data_values(clients, seed=config.seed, round_num=round_num,
+                                        excluded_items=split.cold_items)
   start = time.perf_counter()
   progress.state, progress.client_states, metrics = process.next(
       progress.state, progress.client_states, data, round_num=round_num)

@@ -117,7 +117,8 @@ def test_pfedrec_round_starts_from_the_broadcast_not_the_stored_table(planted_pr
 def test_pfedrec_client_without_positives_returns_the_broadcast_unchanged(pfedrec_run):
   process, (state, client_states, _) = pfedrec_run
   data = collections.OrderedDict(local_users=np.zeros(0, np.int32), items=np.zeros(0, np.int32),
-                                 seed=np.array([0, 1], np.int32), client_index=np.int32(0))
+                                 seed=np.array([0, 1], np.int32), client_index=np.int32(0),
+                                 excluded_items=np.zeros(0, np.int32))
   out = process.client_work(process.payload(state), client_states[0], data)
   np.testing.assert_array_equal(np.asarray(out.upload), np.asarray(state['item_embeddings']))
   np.testing.assert_array_equal(np.asarray(out.client_state['score_functions']),

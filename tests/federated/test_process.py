@@ -61,7 +61,8 @@ UPLOADS = np.stack([MEANS, 2 * MEANS, SIZES], axis=1)
 def _trivial_run(aggregator=None, rounds=1):
   iterative_process = _trivial_round(aggregator)
   data = [collections.OrderedDict(local_users=np.zeros(len(x), np.int32), items=x,
-                                  seed=np.array([0, k], np.int32), client_index=np.int32(k))
+                                  seed=np.array([0, k], np.int32), client_index=np.int32(k),
+                                  excluded_items=np.zeros(0, np.int32))
           for k, x in enumerate(ITEMS_PER_CLIENT)]
   states = [np.full((k + 1, 2), float(k), np.float32) for k in range(3)]
   server_state = iterative_process.initialize()

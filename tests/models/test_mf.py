@@ -293,3 +293,28 @@ def test_train_local_never_writes_into_its_inputs_eagerly_or_in_a_tf_function():
   for a, b in zip(eager, graph):  # Grappler may reorder float ops in the tf.function: ulp noise
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
   assert not np.array_equal(eager[1].numpy(), params0)
+
+
+def _round_items(excluded):
+  users = tf.constant([0, 0, 1, 1, 1], tf.int32)
+  positives = tf.constant([1, 2, 3, 4, 5], tf.int32)
+  examples = mf.round_examples(users, positives, num_users=2, num_items=12, epochs=3, batch_size=8,
+                               num_negatives=4, seed=tf.constant([5, 9], tf.int32),
+                               excluded_items=excluded)
+  return examples.items.numpy(), examples.labels.numpy()
+
+
+def test_excluded_items_are_never_drawn_as_negatives():
+  items, labels = _round_items(tf.constant([0, 7, 8, 9, 10, 11], tf.int32))
+  negatives = items[labels == 0]
+  assert len(negatives) == 3 * 5 * 4 and not set(negatives.tolist()) & {0, 7, 8, 9, 10, 11}
+  # Without the exclusion those items are drawn (the test would catch a no-op exclusion).
+  items, labels = _round_items(None)
+  assert set(items[labels == 0].tolist()) & {0, 7, 8, 9, 10, 11}
+
+
+def test_an_empty_exclusion_draws_exactly_what_no_exclusion_draws():
+  with_empty = _round_items(tf.zeros([0], tf.int32))
+  without = _round_items(None)
+  np.testing.assert_array_equal(with_empty[0], without[0])
+  np.testing.assert_array_equal(with_empty[1], without[1])

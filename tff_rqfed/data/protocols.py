@@ -44,6 +44,7 @@ class Split:
     test: int32[n_test, 2].
     num_users: number of users of the dataset (index space of column 0).
     num_items: number of items of the dataset (index space of column 1).
+    cold_items: int32[C] items held out of training and validation (`data.cold_items`), or None.
   """
 
   train: np.ndarray
@@ -51,6 +52,7 @@ class Split:
   test: np.ndarray
   num_users: int
   num_items: int
+  cold_items: np.ndarray | None = None
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 - `bars`: one group of bars per row, one bar per metric column, mean over seeds with the standard
   deviation as error bars. Fig. 3 (ablations): Recall@10 and NDCG@10 (correct metrics) and the
   paper-code NDCG@10 (`BAR_METRICS`); the long-tail analysis: Recall@10 on the test items of the head,
-  torso and tail (`GROUP_BAR_METRICS`).
+  torso and tail, or on the cold and warm items (`group_bar_metrics`).
 - `validation_curves`: validation NDCG@10 per round for every row of a table (mean over seeds), the
   curve each method's early stopping read.
 """
@@ -21,8 +21,11 @@ import pandas as pd
 
 BAR_METRICS = (('test/recall@10', 'Recall@10'), ('test/ndcg@10', 'NDCG@10'),
                ('test_paper/ndcg@10', 'NDCG@10 (paper code)'))
-GROUP_BAR_METRICS = tuple((f'group/{group}/recall@10', f'Recall@10, {group} items')
-                          for group in ('head', 'torso', 'tail'))
+
+
+def group_bar_metrics(groups) -> tuple[tuple[str, str], ...]:
+  """The bars of an item-group analysis: Recall@10 on each group's test items."""
+  return tuple((f'group/{group}/recall@10', f'Recall@10, {group} items') for group in groups)
 
 
 def _save(fig, path: pathlib.Path) -> None:

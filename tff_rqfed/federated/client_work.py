@@ -133,7 +133,7 @@ def train_on_items(user_embeddings, params, rows, coefficients, data, training: 
       data['local_users'], data['items'], data['seed'],
       epochs=training.epochs, batch_size=training.batch_size,
       num_negatives=training.num_negatives, learning_rate=training.learning_rate,
-      weight_decay=training.weight_decay,
+      weight_decay=training.weight_decay, excluded_items=data.get('excluded_items'),
   )
 
 

@@ -37,20 +37,27 @@ ClientOutput = collections.namedtuple('ClientOutput', ['upload', 'weight', 'clie
 
 
 def client_data_type():
-  """TFF type of one client's data: positives, the round's stateless seed and the client's index in
-  the list of clients (the key of a per-client server output, `build_collecting_round_process`)."""
+  """TFF type of one client's data: positives, the round's stateless seed, the client's index in
+  the list of clients (the key of a per-client server output, `build_collecting_round_process`) and
+  the items no client trains on (cold items, never drawn as negatives; usually none)."""
   return tff.types.to_type(
       collections.OrderedDict(
           local_users=tff.TensorType(np.int32, [None]),
           items=tff.TensorType(np.int32, [None]),
           seed=tff.TensorType(np.int32, [2]),
           client_index=tff.TensorType(np.int32),
+          excluded_items=tff.TensorType(np.int32, [None]),
       )
   )
 
 
-def client_data_values(clients, *, seed: int, round_num: int) -> list[collections.OrderedDict]:
-  """Per-client data for one round; the seed makes negatives and shuffles reproducible."""
+def client_data_values(clients, *, seed: int, round_num: int,
+                       excluded_items=None) -> list[collections.OrderedDict]:
+  """Per-client data for one round; the seed makes negatives and shuffles reproducible.
+
+  `excluded_items` (int[C], e.g. `Split.cold_items`) are never drawn as a negative by any client.
+  """
+  excluded = np.asarray([] if excluded_items is None else excluded_items, np.int32)
   values = []
   for index, client in enumerate(clients):
     values.append(
@@ -59,6 +66,7 @@ def client_data_values(clients, *, seed: int, round_num: int) -> list[collection
             items=client.items.astype(np.int32),
             seed=np.array([seed % (2**31 - 1), round_num * 100_003 + index], np.int32),
             client_index=np.int32(index),
+            excluded_items=excluded,
         )
     )
   return values

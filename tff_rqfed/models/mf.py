@@ -210,17 +210,23 @@ class RoundExamples(NamedTuple):
 
 
 def round_examples(local_users, positives, *, num_users, num_items, epochs: int, batch_size: int,
-                   num_negatives: int, seed) -> RoundExamples:
+                   num_negatives: int, seed, excluded_items=None) -> RoundExamples:
   """Draws every epoch's examples up front (`epoch_examples`) for the local loops of every model.
 
   Args:
     local_users, positives: int32[n] the client's training positives.
     num_users, num_items: U_k and I (scalars), the shape of the client's positive mask.
+    excluded_items: int32[C] items never drawn as negatives (cold items), or None. They join the
+      positive mask of the draw only, so with none (or an empty list) the draws are unchanged.
   """
   n = tf.size(positives)
   positive_mask = tf.scatter_nd(
       tf.stack([local_users, positives], axis=1), tf.ones([n], tf.int32), [num_users, num_items]
   ) > 0
+  if excluded_items is not None:
+    excluded = tf.scatter_nd(tf.reshape(excluded_items, [-1, 1]), tf.ones_like(excluded_items),
+                             [num_items]) > 0
+    positive_mask = tf.logical_or(positive_mask, excluded[None, :])
   per_epoch = n * (1 + num_negatives)
   steps_per_epoch = (per_epoch + batch_size - 1) // batch_size
   drawn = [epoch_examples(local_users, positives, positive_mask, epoch=epoch, seed=seed,
@@ -245,8 +251,11 @@ def train_local(
     num_negatives: int,
     learning_rate: float,
     weight_decay: float,
+    excluded_items: tf.Tensor | None = None,
 ):
   """Minimises Eq. 3 on one client's data with row-sparse Adam.
+
+  `excluded_items` (int32[C], cold items) are never drawn as negatives (`round_examples`).
 
   All epochs' examples are drawn first; the steps then train a compact copy of just the parameter
   rows those examples use (`float32[P_touched, d]`, with its Adam moments) and the result is scattered
@@ -273,7 +282,7 @@ def train_local(
   d = tf.shape(params)[1]
   examples = round_examples(local_users, items, num_users=num_users, num_items=num_items,
                             epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
-                            seed=seed)
+                            seed=seed, excluded_items=excluded_items)
   users, batch_items, labels = examples.users, examples.items, examples.labels
   trained = tf.scatter_nd(batch_items[:, None], tf.ones_like(batch_items), [num_items]) > 0
   # The parameter rows any example uses, and each example's rows as positions in that compact table.
