@@ -32,6 +32,7 @@ def sweep(tmp_path_factory):
       'figure3': _run('--figure=3', '--methods=fedmf,rqfedrec-wosc', f'--output_dir={root}'),
       'privacy': _run('--analysis=privacy', '--methods=fedmf-attack-delta0.02', f'--output_dir={root}'),
       'longtail': _run('--analysis=longtail', '--methods=mostpop,fedmf', f'--output_dir={root}'),
+      'budget': _run('--analysis=budget', '--methods=fedmf-d32,rqfedrec-m16', f'--output_dir={root}'),
       'coldstart': _run('--analysis=coldstart', '--methods=fedmf-cold0.1,rqfedrec-cold0.1',
                         f'--output_dir={root}'),
       'grid': _run('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0',
@@ -161,6 +162,16 @@ def test_coldstart_analysis_holds_items_out_and_scores_them_as_a_group(sweep):
   table = (root / 'coldstart.md').read_text()
   assert '| RQFedRec | 1 |' in table and 'cold Recall@10' in table
   assert (root / 'coldstart.png').exists()
+
+
+def test_budget_analysis_plots_ndcg_against_the_upload_of_each_cell(sweep):
+  root, runs = sweep
+  _ok(runs['budget'])
+  table = (root / 'budget.md').read_text()
+  assert '| FedMF, d 32 | 1 |' in table and '| RQFedRec, M 16 | 1 |' in table
+  cells = pd.read_csv(root / 'cells.csv').set_index('cell')
+  assert cells.loc['fedmf-d32-s0', 'upload'] == 40 * 8  # --quick keeps d = 8 and M = 4
+  assert (root / 'budget.png').stat().st_size > 0
 
 
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):

@@ -44,7 +44,7 @@ def test_extra_flags_apply_to_their_algorithm_only():
 
 
 def test_unknown_table_is_refused_with_the_implemented_ones():
-  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['coldstart', 'figure3', 'longtail', 'privacy', 'table2'"):
+  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['budget', 'coldstart', 'figure3', 'longtail', 'privacy', 'table2'"):
     tables.cells('table9', dataset_flags=ML100K, seeds=[0])
 
 
@@ -117,3 +117,12 @@ def test_choosing_table_marks_the_best_validation_ndcg_per_method():
   text, chosen = tables.choosing_markdown(records)
   assert chosen == {'fedmf': {'learning_rate': 0.01, 'weight_decay': 1e-6, 'valid/ndcg@10': 0.21}}
   assert text.splitlines()[2] == ('| fedmf | 0.2000 | **0.2100** | 0.1900 | 0.1500 | lr 0.01, wd 1e-06 |')
+
+
+def test_budget_varies_fedmfs_d_and_rqfedrecs_m_and_shares_table2s_default_cells():
+  budget = {c.name: c.flag_dict for c in tables.cells('budget', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
+  table2 = {c.name: c.flag_dict for c in tables.cells('table2', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
+  assert budget['fedmf-s0'] == table2['fedmf-s0'] and budget['rqfedrec-s0'] == table2['rqfedrec-s0']
+  assert [budget[f'fedmf-d{d}-s0']['embedding_dim'] for d in (32, 64, 128, 256)] == [32, 64, 128, 256]
+  assert [budget[f'rqfedrec-m{m}-s0']['codes_per_level'] for m in (16, 32, 64, 128)] == [16, 32, 64, 128]
+  assert len(budget) == 10

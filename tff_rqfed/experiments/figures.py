@@ -4,6 +4,8 @@
   deviation as error bars. Fig. 3 (ablations): Recall@10 and NDCG@10 (correct metrics) and the
   paper-code NDCG@10 (`BAR_METRICS`); the long-tail analysis: Recall@10 on the test items of the head,
   torso and tail, or on the cold and warm items (`group_bar_metrics`).
+- `budget_curves`: test NDCG@10 (mean ± std over seeds) against the values a client uploads per round,
+  one line per algorithm (the budget analysis: does RQFedRec give more NDCG per value sent?).
 - `validation_curves`: validation NDCG@10 per round for every row of a table (mean over seeds), the
   curve each method's early stopping read.
 """
@@ -57,6 +59,23 @@ def bars(records: pd.DataFrame, rows: list[str], path: pathlib.Path, *, title: s
   ax.set_xticks(x, present)
   ax.set_ylabel('test metric')
   ax.set_title(f'{title} (mean ± std over {seeds} seed{"s" if seeds > 1 else ""})')
+  ax.legend(fontsize=8)
+  _save(fig, path)
+
+
+def budget_curves(records: pd.DataFrame, path: pathlib.Path, *, title: str,
+                  metric: str = 'test/ndcg@10') -> None:
+  """`metric` against `upload` (log scale), one line per `flag_algorithm`, error bars over seeds."""
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for algorithm, group in records.groupby('flag_algorithm', sort=True):
+    by_budget = group.groupby('upload')[metric].agg(['mean', 'std', 'count']).sort_index()
+    stds = by_budget['std'].where(by_budget['count'] > 1, 0.0)
+    ax.errorbar(by_budget.index.to_numpy(), by_budget['mean'].to_numpy(), yerr=stds.to_numpy(),
+                marker='o', capsize=3, label=algorithm)
+  ax.set_xscale('log')
+  ax.set_xlabel('values uploaded per client per round')
+  ax.set_ylabel(metric)
+  ax.set_title(title)
   ax.legend(fontsize=8)
   _save(fig, path)
 

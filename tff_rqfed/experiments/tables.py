@@ -105,6 +105,18 @@ SPECS: dict[str, dict] = {
                       _row(label, f'{stem}-cold0.1', algorithm=stem, cold_item_ratio=0.1)
                       for label, stem in (('MostPop', 'mostpop'), ('FedMF', 'fedmf'),
                                           ('RQFedRec', 'rqfedrec')))},
+    # Issue 9: quality against the values each client uploads per round. FedMF's upload is I x d, so d
+    # sets it; RQFedRec's is 2 x L x M x d, here M at L = 3, d = 512. On ML-100k the pairs of rows below
+    # send about the same (FedMF d = 32 ... 512: 53,824 ... 861,184 values; RQFedRec M = 16 ... 256:
+    # 49,152 ... 786,432). The d = 512 and M = 256 rows are Table 2's cells. The learning rates are those
+    # validated at d = 512, M = 256 (not searched again per budget).
+    'budget': {'title': 'Budget: test NDCG@10 against the values uploaded per client per round',
+               'figure': 'budget', 'rows': tuple(
+                   _row(f'FedMF, d {d}', 'fedmf' if d == 512 else f'fedmf-d{d}', algorithm='fedmf',
+                        **({} if d == 512 else {'embedding_dim': d})) for d in (32, 64, 128, 256, 512)) + tuple(
+                   _row(f'RQFedRec, M {m}', 'rqfedrec' if m == 256 else f'rqfedrec-m{m}',
+                        algorithm='rqfedrec', **({} if m == 256 else {'codes_per_level': m}))
+                   for m in (16, 32, 64, 128, 256))},
     'figure3': {'title': 'Figure 3: ablations', 'figure': 'bars', 'rows': (
         _row('RQFedRec', 'rqfedrec'), _row('w/o C (FedMF)', 'fedmf'),
         _row('w/o CC', 'rqfedrec-wocc', algorithm='rqfedrec', channels='semantic'),
