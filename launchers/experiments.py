@@ -5,6 +5,7 @@ r"""Regenerates a table or figure of the paper (or the validation grid) by runni
   python -m launchers.experiments --analysis=longtail                 # head / torso / tail items
   python -m launchers.experiments --analysis=coldstart                # items held out of training
   python -m launchers.experiments --analysis=budget                   # NDCG per value uploaded
+  python -m launchers.experiments --analysis=sparse                   # 10% / 50% / all clients a round
   python -m launchers.experiments --analysis=privacy --seeds=0        # upload attack AUC, epsilon
   python -m launchers.experiments --grid --methods=fedmf,rqfedrec     # lr x weight decay, seed 0
   python -m launchers.experiments --table=4                           # communication, five datasets, no data
@@ -50,7 +51,7 @@ ANALYSES = sorted(name for name in tables.SPECS if not name.startswith(('table',
 _ANALYSIS = flags.DEFINE_enum('analysis', None, ANALYSES,
                               "Beyond the paper: 'privacy' (the server's upload attack and epsilon), 'longtail' "
                               "(metrics on the head, torso and tail items), 'coldstart' (10% of the items never trained), "
-                              "'budget' (NDCG against the values uploaded).")
+                              "'budget' (NDCG against the values uploaded), 'sparse' (clients sampled per round).")
 _GRID = flags.DEFINE_bool('grid', False, 'Run the learning-rate x weight-decay validation grid instead.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset of the cells.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default 0,1,2; the grid and --quick: 0).')

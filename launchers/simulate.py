@@ -62,6 +62,9 @@ _NOISE_RATIO = flags.DEFINE_float('noise_ratio', 0.0,
 _COLD_ITEM_RATIO = flags.DEFINE_float(
     'cold_item_ratio', 0.0, 'Cold-start items: this share of the items is held out of all training '
     'data, its interactions tested (data/cold_items.py).', lower_bound=0.0, upper_bound=0.99)
+_CLIENT_FRACTION = flags.DEFINE_float(
+    'client_fraction', 1.0, 'Share of the clients sampled to take part in each round (the others keep '
+    'their state); 1: every client, every round.', lower_bound=0.001, upper_bound=1.0)
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
 _CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).', lower_bound=1)
 _ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.', lower_bound=1)
@@ -373,6 +376,9 @@ def check_algorithm_flags() -> None:
   if _COLD_ITEM_RATIO.value > 0 and _ALGORITHM.value not in COLD_ITEM_ALGORITHMS:
     raise app.UsageError(f'--cold_item_ratio applies to {", ".join(COLD_ITEM_ALGORITHMS)}, '
                          f'not --algorithm={_ALGORITHM.value}')
+  if _CLIENT_FRACTION.value < 1 and _ALGORITHM.value == 'gpfedrec':
+    raise app.UsageError('--client_fraction: GPFedRec builds its client graph from every client\'s '
+                         f'upload each round; it runs with all clients, not {_CLIENT_FRACTION.value}')
   if _COLD_ITEM_RATIO.value > 0 and _ATTACK.value:
     raise app.UsageError('--attack replays uploads without cold items; it cannot be combined with '
                          f'--cold_item_ratio={_COLD_ITEM_RATIO.value}')
@@ -438,7 +444,7 @@ def main(argv):
         rounds=_ROUNDS.value, patience=_PATIENCE.value, min_rounds=min_rounds,
         eval_every=_EVAL_EVERY.value, seed=seed, k=_TOP_K.value, save_topk=_SAVE_TOPK.value,
         progress=_PROGRESS.value, checkpoint_every=_CHECKPOINT_EVERY.value, resume=_RESUME.value,
-        tensorboard=_TENSORBOARD.value,
+        tensorboard=_TENSORBOARD.value, client_fraction=_CLIENT_FRACTION.value,
     )
     summary = simulation.run_simulation(
         process, split=split, clients=clients, config=config, output_dir=output_dir,

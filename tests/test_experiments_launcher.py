@@ -32,6 +32,7 @@ def sweep(tmp_path_factory):
       'figure3': _run('--figure=3', '--methods=fedmf,rqfedrec-wosc', f'--output_dir={root}'),
       'privacy': _run('--analysis=privacy', '--methods=fedmf-attack-delta0.02', f'--output_dir={root}'),
       'longtail': _run('--analysis=longtail', '--methods=mostpop,fedmf', f'--output_dir={root}'),
+      'sparse': _run('--analysis=sparse', '--methods=fedmf-frac0.5,rqfedrec-frac0.5', f'--output_dir={root}'),
       'budget': _run('--analysis=budget', '--methods=fedmf-d32,rqfedrec-m16', f'--output_dir={root}'),
       'coldstart': _run('--analysis=coldstart', '--methods=fedmf-cold0.1,rqfedrec-cold0.1',
                         f'--output_dir={root}'),
@@ -172,6 +173,16 @@ def test_budget_analysis_plots_ndcg_against_the_upload_of_each_cell(sweep):
   cells = pd.read_csv(root / 'cells.csv').set_index('cell')
   assert cells.loc['fedmf-d32-s0', 'upload'] == 40 * 8  # --quick keeps d = 8 and M = 4
   assert (root / 'budget.png').stat().st_size > 0
+
+
+def test_sparse_analysis_trains_with_a_sample_of_the_clients_each_round(sweep):
+  root, runs = sweep
+  _ok(runs['sparse'])
+  for stem in ('fedmf', 'rqfedrec'):
+    flags_json = json.loads((root / f'{stem}-frac0.5-s0' / 'flags.json').read_text())
+    assert flags_json['client_fraction'] == 0.5
+    assert json.loads((root / f'{stem}-frac0.5-s0' / 'summary.json').read_text())['rounds_run'] == 2
+  assert '| RQFedRec, 0.5 of the clients | 1 |' in (root / 'sparse.md').read_text()
 
 
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):

@@ -70,13 +70,17 @@ def _cases(tmp_path):
       'cold items for a sampler that draws them': (file + ['--algorithm=fedncf', '--cold_item_ratio=0.1'],
                                                    ['--cold_item_ratio', 'fedncf']),
       'cold item ratio of 1': (file + ['--cold_item_ratio=1'], ['--cold_item_ratio', '1']),
+      'client sampling for GPFedRec': (file + ['--algorithm=gpfedrec', '--client_fraction=0.5'],
+                                       ['--client_fraction', '0.5']),
+      'client fraction of 0': (file + ['--client_fraction=0'], ['--client_fraction', '0']),
   }
 
 
 CASES = ['misspelled column', 'missing column', 'empty file', 'no interaction file', 'item file lacks items',
          'more clients than users', 'M above the item count', 'default M above the item count', 'L = 0',
          'tau = 0', 'negative delta', 'd = 0', 'unknown algorithm',
-         'cold items for a sampler that draws them', 'cold item ratio of 1']
+         'cold items for a sampler that draws them', 'cold item ratio of 1', 'client sampling for GPFedRec',
+         'client fraction of 0']
 
 
 @pytest.mark.parametrize('case', CASES)

@@ -182,3 +182,51 @@ def test_summary_scores_the_test_items_of_each_popularity_third(tmp_path):
   # users once train item 0 and validation item 5 are masked.
   assert groups['head']['items'] == 1 and groups['head']['recall@3'] is None
   assert groups['tail']['test_pairs'] == 2 and groups['tail']['recall@3'] == pytest.approx(1.0)
+
+
+def test_participants_are_all_clients_at_fraction_one_and_a_seeded_sample_otherwise():
+  np.testing.assert_array_equal(simulation.participants(5, fraction=1.0, seed=0, round_num=3), np.arange(5))
+  a = simulation.participants(100, fraction=0.1, seed=0, round_num=3)
+  assert len(a) == 10 and (np.diff(a) > 0).all()
+  np.testing.assert_array_equal(a, simulation.participants(100, fraction=0.1, seed=0, round_num=3))
+  assert not np.array_equal(a, simulation.participants(100, fraction=0.1, seed=0, round_num=4))
+  assert len(simulation.participants(3, fraction=0.01, seed=0, round_num=1)) == 1  # at least one
+
+
+class CountingProcess(ScriptedProcess):
+  """Each client's state counts the rounds it took part in; records who took part and their data."""
+
+  def __init__(self):
+    super().__init__(good_rounds={1})
+    self.calls, self.seen_states = [], []
+
+  def initial_client_states(self, clients):
+    return [0 for _ in clients]
+
+  def next(self, state, client_states, data, *, round_num):
+    self.calls.append([int(d['client_index']) for d in data])
+    return {'round': round_num}, [s + 1 for s in client_states], {'loss': 1.0}
+
+  def scores(self, state, client_states, clients, num_users):
+    self.seen_states.append(list(client_states))
+    return super().scores(state, client_states, clients, num_users)
+
+
+def test_only_the_rounds_participants_train_and_the_others_keep_their_state(tmp_path):
+  process = CountingProcess()
+  clients = [_Client() for _ in range(10)]
+  summary = simulation.run_simulation(
+      process, split=_split(), clients=clients, output_dir=tmp_path,
+      config=simulation.SimulationConfig(progress=False, k=3, rounds=6, patience=10, client_fraction=0.3))
+  assert summary['rounds_run'] == 6
+  assert [len(call) for call in process.calls] == [3] * 6
+  for round_num, call in enumerate(process.calls, start=1):
+    assert call == simulation.participants(10, fraction=0.3, seed=0, round_num=round_num).tolist()
+  # After round 6 (its validation) each client's state counts exactly the rounds it took part in.
+  taken = np.bincount(np.concatenate(process.calls), minlength=10).tolist()
+  assert process.seen_states[5] == taken and sum(taken) == 18
+
+
+def test_client_fraction_outside_zero_one_is_refused_quoting_it():
+  with pytest.raises(ValueError, match='client_fraction.*1.5'):
+    simulation.SimulationConfig(client_fraction=1.5)

@@ -67,8 +67,11 @@ class SimulationConfig:
   checkpoint_every: int = 5  # rounds between saved program states (0: never)
   resume: bool = False
   tensorboard: bool = False  # also release each round's metrics to TensorBoard event files
+  client_fraction: float = 1.0  # share of the clients sampled to take part in each round
 
   def __post_init__(self):
+    if not 0.0 < self.client_fraction <= 1.0:
+      raise ValueError(f'client_fraction must be in (0, 1], got {self.client_fraction!r}')
     for name in ('rounds', 'patience', 'eval_every', 'k'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)!r}')
@@ -168,13 +171,36 @@ def metrics_release_manager(output_dir: pathlib.Path, *, tensorboard: bool = Fal
   return tff.program.GroupingReleaseManager(managers)
 
 
+PARTICIPATION_STREAM = 9  # the round's sample of clients is default_rng([seed, 9, round]) (cold items: 8)
+
+
+def participants(num_clients: int, *, fraction: float, seed: int, round_num: int) -> np.ndarray:
+  """Sorted indices of the clients taking part in round `round_num`: all of them at fraction 1, else
+  max(1, round(fraction x num_clients)) drawn without replacement, deterministic in (seed, round)."""
+  if fraction >= 1.0:
+    return np.arange(num_clients)
+  count = max(1, int(np.floor(fraction * num_clients + 0.5)))
+  rng = np.random.default_rng([seed, PARTICIPATION_STREAM, round_num])
+  return np.sort(rng.choice(num_clients, size=count, replace=False))
+
+
 def _train_round(process, progress: _Progress, clients, split, config, round_num: int) -> dict:
-  """Runs round `round_num`, validates when due, updates `progress`; returns the rounds.csv row."""
-  data = process_lib.client_data_values(clients, seed=config.seed, round_num=round_num,
-                                        excluded_items=split.cold_items)
+  """Runs round `round_num`, validates when due, updates `progress`; returns the rounds.csv row.
+
+  Only the round's participants (`participants`) train and upload; the others keep their private state.
+  """
+  taking_part = participants(len(clients), fraction=config.client_fraction, seed=config.seed,
+                             round_num=round_num)
+  data = process_lib.client_data_values([clients[i] for i in taking_part], seed=config.seed,
+                                        round_num=round_num, excluded_items=split.cold_items,
+                                        client_indices=taking_part)
   start = time.perf_counter()
-  progress.state, progress.client_states, metrics = process.next(
-      progress.state, progress.client_states, data, round_num=round_num)
+  progress.state, updated, metrics = process.next(
+      progress.state, [progress.client_states[i] for i in taking_part], data, round_num=round_num)
+  client_states = list(progress.client_states)
+  for i, client_state in zip(taking_part, updated):
+    client_states[i] = client_state
+  progress.client_states = client_states
   row = {'round': round_num, 'seconds': time.perf_counter() - start, **metrics}
   if round_num % config.eval_every == 0 or round_num == config.rounds:
     scores = process.scores(progress.state, progress.client_states, clients, split.num_users)

@@ -44,7 +44,7 @@ def test_extra_flags_apply_to_their_algorithm_only():
 
 
 def test_unknown_table_is_refused_with_the_implemented_ones():
-  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['budget', 'coldstart', 'figure3', 'longtail', 'privacy', 'table2'"):
+  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['budget', 'coldstart', 'figure3', 'longtail', 'privacy', 'sparse', 'table2'"):
     tables.cells('table9', dataset_flags=ML100K, seeds=[0])
 
 
@@ -126,3 +126,11 @@ def test_budget_varies_fedmfs_d_and_rqfedrecs_m_and_shares_table2s_default_cells
   assert [budget[f'fedmf-d{d}-s0']['embedding_dim'] for d in (32, 64, 128, 256)] == [32, 64, 128, 256]
   assert [budget[f'rqfedrec-m{m}-s0']['codes_per_level'] for m in (16, 32, 64, 128)] == [16, 32, 64, 128]
   assert len(budget) == 10
+
+
+def test_sparse_samples_a_share_of_the_clients_and_shares_table2s_full_cells():
+  sparse = {c.name: c.flag_dict for c in tables.cells('sparse', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
+  table2 = {c.name: c.flag_dict for c in tables.cells('table2', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
+  assert sparse['fedmf-s0'] == table2['fedmf-s0'] and sparse['rqfedrec-s0'] == table2['rqfedrec-s0']
+  assert sparse['fedmf-frac0.1-s0']['client_fraction'] == 0.1
+  assert sparse['rqfedrec-frac0.5-s0']['client_fraction'] == 0.5

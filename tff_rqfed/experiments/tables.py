@@ -117,6 +117,12 @@ SPECS: dict[str, dict] = {
                    _row(f'RQFedRec, M {m}', 'rqfedrec' if m == 256 else f'rqfedrec-m{m}',
                         algorithm='rqfedrec', **({} if m == 256 else {'codes_per_level': m}))
                    for m in (16, 32, 64, 128, 256))},
+    # Issue 9: clients sampled per round (launchers.simulate --client_fraction; the others keep their
+    # state). Fraction 1 is Table 2's cells; one user per client is Table 3's FedMF and RQFedRec rows.
+    'sparse': {'title': 'Sparse participation: a share of the 100 clients sampled in each round', 'rows': tuple(
+        _row(f'{label}, {fraction:g} of the clients', stem if fraction == 1 else f'{stem}-frac{fraction:g}',
+             algorithm=stem, **({} if fraction == 1 else {'client_fraction': fraction}))
+        for label, stem in (('FedMF', 'fedmf'), ('RQFedRec', 'rqfedrec')) for fraction in (0.1, 0.5, 1.0))},
     'figure3': {'title': 'Figure 3: ablations', 'figure': 'bars', 'rows': (
         _row('RQFedRec', 'rqfedrec'), _row('w/o C (FedMF)', 'fedmf'),
         _row('w/o CC', 'rqfedrec-wocc', algorithm='rqfedrec', channels='semantic'),

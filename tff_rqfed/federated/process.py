@@ -51,15 +51,19 @@ def client_data_type():
   )
 
 
-def client_data_values(clients, *, seed: int, round_num: int,
-                       excluded_items=None) -> list[collections.OrderedDict]:
+def client_data_values(clients, *, seed: int, round_num: int, excluded_items=None,
+                       client_indices=None) -> list[collections.OrderedDict]:
   """Per-client data for one round; the seed makes negatives and shuffles reproducible.
 
   `excluded_items` (int[C], e.g. `Split.cold_items`) are never drawn as a negative by any client.
+  `client_indices` (int[len(clients)]) are the clients' indices among all clients when `clients` is a
+  round's sample of them (`simulation`'s `client_fraction`); a client's seed and `client_index` depend
+  on its index only, so a client's round is the same whichever other clients take part.
   """
   excluded = np.asarray([] if excluded_items is None else excluded_items, np.int32)
+  indices = range(len(clients)) if client_indices is None else client_indices
   values = []
-  for index, client in enumerate(clients):
+  for index, client in zip(indices, clients):
     values.append(
         collections.OrderedDict(
             local_users=client.local_users.astype(np.int32),
