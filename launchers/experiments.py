@@ -33,9 +33,11 @@ import sys
 
 from absl import app
 from absl import flags
+import numpy as np
 import pandas as pd
 import tqdm
 
+from tff_rqfed.evaluation import similarity_change
 from tff_rqfed.experiments import cells as cells_lib
 from tff_rqfed.experiments import communication_table
 from tff_rqfed.experiments import figures
@@ -154,8 +156,10 @@ def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   target = _target()
   spec = tables.spec_of(target)
   text = (tables.groups_markdown if 'groups' in spec else tables.markdown)(target, frame, dataset=dataset)
-  write_atomic(output_dir / f'{target}.md', text)
   title = f"{spec['title']}, {dataset}"
+  if spec.get('figure') == 'heatmap':
+    text += _similarity_figure(records, output_dir, title)
+  write_atomic(output_dir / f'{target}.md', text)
   if spec.get('figure') == 'bars':
     figures.bars(frame, [row.label for row in spec['rows']], output_dir / f'{target}.png', title=title)
   if spec.get('figure') == 'budget':
@@ -171,6 +175,22 @@ def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   if curves:
     figures.validation_curves(curves, output_dir / f'{target}-validation.png', title=title)
   return text
+
+
+def _similarity_figure(records: list[dict], output_dir: pathlib.Path, title: str) -> str:
+  """Figure 4 from the cells' similarity_change.csv: block means averaged over rounds and seeds."""
+  matrices = {}
+  for record in records:
+    path = output_dir / record['cell'] / similarity_change.SIMILARITY_FILE
+    if path.exists():
+      blocks = [np.array(json.loads(cell)) for cell in pd.read_csv(path)['blocks']]
+      matrices.setdefault(record['row'], []).append(np.mean(blocks, axis=0))
+  if not matrices:
+    return ''
+  means = {row: np.mean(seeds, axis=0) for row, seeds in matrices.items()}
+  figures.similarity_heatmaps(means, output_dir / 'figure4.png', title=title)
+  return '\nMean |change of item-item cosine similarity| between rounds (all rounds, groups and seeds): ' + \
+      ', '.join(f'{row} {np.mean(m):.5f}' for row, m in means.items()) + '.\n'
 
 
 def _merge_csv(frame: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:

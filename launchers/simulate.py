@@ -62,6 +62,9 @@ _NOISE_RATIO = flags.DEFINE_float('noise_ratio', 0.0,
 _COLD_ITEM_RATIO = flags.DEFINE_float(
     'cold_item_ratio', 0.0, 'Cold-start items: this share of the items is held out of all training '
     'data, its interactions tested (data/cold_items.py).', lower_bound=0.0, upper_bound=0.99)
+_TRACK_SIMILARITY = flags.DEFINE_bool(
+    'track_similarity', False, "Fig. 4: each round's change of item-item cosine similarity on the "
+    "server's item table, over 20 random item groups (DIR/similarity_change.csv; fedmf, rqfedrec).")
 _CLIENT_FRACTION = flags.DEFINE_float(
     'client_fraction', 1.0, 'Share of the clients sampled to take part in each round (the others keep '
     'their state); 1: every client, every round.', lower_bound=0.001, upper_bound=1.0)
@@ -376,6 +379,9 @@ def check_algorithm_flags() -> None:
   if _COLD_ITEM_RATIO.value > 0 and _ALGORITHM.value not in COLD_ITEM_ALGORITHMS:
     raise app.UsageError(f'--cold_item_ratio applies to {", ".join(COLD_ITEM_ALGORITHMS)}, '
                          f'not --algorithm={_ALGORITHM.value}')
+  if _TRACK_SIMILARITY.value and _ALGORITHM.value not in ('fedmf', 'rqfedrec'):
+    raise app.UsageError('--track_similarity applies to fedmf, rqfedrec (a server-side item table), '
+                         f'not --algorithm={_ALGORITHM.value}')
   if _CLIENT_FRACTION.value < 1 and _ALGORITHM.value == 'gpfedrec':
     raise app.UsageError('--client_fraction: GPFedRec builds its client graph from every client\'s '
                          f'upload each round; it runs with all clients, not {_CLIENT_FRACTION.value}')
@@ -445,6 +451,7 @@ def main(argv):
         eval_every=_EVAL_EVERY.value, seed=seed, k=_TOP_K.value, save_topk=_SAVE_TOPK.value,
         progress=_PROGRESS.value, checkpoint_every=_CHECKPOINT_EVERY.value, resume=_RESUME.value,
         tensorboard=_TENSORBOARD.value, client_fraction=_CLIENT_FRACTION.value,
+        track_similarity=_TRACK_SIMILARITY.value,
     )
     summary = simulation.run_simulation(
         process, split=split, clients=clients, config=config, output_dir=output_dir,

@@ -33,6 +33,7 @@ def sweep(tmp_path_factory):
       'privacy': _run('--analysis=privacy', '--methods=fedmf-attack-delta0.02', f'--output_dir={root}'),
       'longtail': _run('--analysis=longtail', '--methods=mostpop,fedmf', f'--output_dir={root}'),
       'sparse': _run('--analysis=sparse', '--methods=fedmf-frac0.5,rqfedrec-frac0.5', f'--output_dir={root}'),
+      'figure4': _run('--figure=4', f'--output_dir={root}'),
       'budget': _run('--analysis=budget', '--methods=fedmf-d32,rqfedrec-m16', f'--output_dir={root}'),
       'coldstart': _run('--analysis=coldstart', '--methods=fedmf-cold0.1,rqfedrec-cold0.1',
                         f'--output_dir={root}'),
@@ -185,6 +186,18 @@ def test_sparse_analysis_trains_with_a_sample_of_the_clients_each_round(sweep):
   assert '| RQFedRec, 0.5 of the clients | 1 |' in (root / 'sparse.md').read_text()
 
 
+def test_figure4_draws_the_similarity_change_of_fedmf_beside_rqfedrec(sweep):
+  root, runs = sweep
+  proc = _ok(runs['figure4'])
+  for stem in ('fedmf', 'rqfedrec'):
+    released = pd.read_csv(root / f'{stem}-similarity-s0' / 'similarity_change.csv')
+    assert released['round'].tolist() == [1, 2]
+    assert len(json.loads(released['blocks'][0])) == 20  # 20 item groups of the 40 quick items
+  assert (root / 'figure4.png').stat().st_size > 0
+  assert 'Mean |change of item-item cosine similarity|' in (root / 'figure4.md').read_text()
+  assert 'RQFedRec' in proc.stdout
+
+
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):
   root, runs = sweep
   _ok(runs['table2'])
@@ -204,7 +217,7 @@ def test_dry_run_lists_finished_and_unfinished_cells(sweep):
 
 @pytest.mark.parametrize('args, message', [
     (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 6, 7, 8]'),
-    (['--figure=4'], 'error: --figure=4 is not implemented; implemented figures: [3]'),
+    (['--figure=5'], 'error: --figure=5 is not implemented; implemented figures: [3, 4]'),
     (['--grid'], 'error: --grid needs --methods'),
     (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N, --figure=N, --analysis=NAME or --grid'),
     (['--table=2', '--methods=nope'], "error: --methods=nope matches no row of table2"),

@@ -73,6 +73,8 @@ def _cases(tmp_path):
       'client sampling for GPFedRec': (file + ['--algorithm=gpfedrec', '--client_fraction=0.5'],
                                        ['--client_fraction', '0.5']),
       'client fraction of 0': (file + ['--client_fraction=0'], ['--client_fraction', '0']),
+      'similarity tracking without a server table': (file + ['--algorithm=pfedrec', '--track_similarity'],
+                                                     ['--track_similarity', 'pfedrec']),
   }
 
 
@@ -80,7 +82,7 @@ CASES = ['misspelled column', 'missing column', 'empty file', 'no interaction fi
          'more clients than users', 'M above the item count', 'default M above the item count', 'L = 0',
          'tau = 0', 'negative delta', 'd = 0', 'unknown algorithm',
          'cold items for a sampler that draws them', 'cold item ratio of 1', 'client sampling for GPFedRec',
-         'client fraction of 0']
+         'client fraction of 0', 'similarity tracking without a server table']
 
 
 @pytest.mark.parametrize('case', CASES)

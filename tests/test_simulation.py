@@ -230,3 +230,34 @@ def test_only_the_rounds_participants_train_and_the_others_keep_their_state(tmp_
 def test_client_fraction_outside_zero_one_is_refused_quoting_it():
   with pytest.raises(ValueError, match='client_fraction.*1.5'):
     simulation.SimulationConfig(client_fraction=1.5)
+
+
+class TableProcess(ScriptedProcess):
+  """A server item table that turns a little each round (for Fig. 4's tracking)."""
+
+  def item_embeddings(self, state):
+    angle = 0.1 * state['round']
+    base = np.random.default_rng(0).normal(size=(6, 2))
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return base + np.array([[1.0, 0.0]]) @ rotation * state['round']
+
+
+def test_similarity_tracking_releases_each_rounds_block_change_against_the_previous_round(tmp_path):
+  import json as json_lib
+  from tff_rqfed.evaluation import similarity_change
+  process = TableProcess(good_rounds={1})
+  _run(tmp_path, process, rounds=3, patience=10, track_similarity=True)
+  released = pd.read_csv(tmp_path / simulation.SIMILARITY_FILE)
+  assert released['round'].tolist() == [1, 2, 3]
+  groups = similarity_change.random_item_groups(6, groups=6, seed=0)  # 20 groups capped at 6 items
+  for round_num, cell in zip([1, 2, 3], released['blocks']):
+    expected = similarity_change.block_change(process.item_embeddings({'round': round_num - 1}),
+                                              process.item_embeddings({'round': round_num}), groups)
+    np.testing.assert_allclose(np.array(json_lib.loads(cell)), expected, rtol=1e-12)
+  rounds = pd.read_csv(tmp_path / 'rounds.csv')
+  assert (rounds['item_similarity_change'] > 0).all()
+
+
+def test_similarity_tracking_of_a_process_without_a_server_item_table_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='scripted has no item table'):
+    _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=2, track_similarity=True)

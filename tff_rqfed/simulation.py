@@ -46,11 +46,13 @@ import tqdm
 
 from tff_rqfed.evaluation import item_groups
 from tff_rqfed.evaluation import ranking
+from tff_rqfed.evaluation import similarity_change
 from tff_rqfed.results_io import write_atomic
 from tff_rqfed.federated import process as process_lib
 
 PROGRAM_STATE_DIR = 'program_state'
 ROUNDS_FILE = 'rounds.csv'
+SIMILARITY_FILE = similarity_change.SIMILARITY_FILE
 TENSORBOARD_DIR = 'tensorboard'
 
 
@@ -68,6 +70,7 @@ class SimulationConfig:
   resume: bool = False
   tensorboard: bool = False  # also release each round's metrics to TensorBoard event files
   client_fraction: float = 1.0  # share of the clients sampled to take part in each round
+  track_similarity: bool = False  # Fig. 4: item-item similarity change per round (similarity_change.csv)
 
   def __post_init__(self):
     if not 0.0 < self.client_fraction <= 1.0:
@@ -184,6 +187,38 @@ def participants(num_clients: int, *, fraction: float, seed: int, round_num: int
   return np.sort(rng.choice(num_clients, size=count, replace=False))
 
 
+class _SimilarityTracker:
+  """Fig. 4 (Sec. 6.4.2): after each round, the G x G block means of |change of item-item cosine
+  similarity| on the server's item table (`evaluation.similarity_change`), released with the round
+  as key to `similarity_change.csv` (column `blocks`, a nested list) like the round's metrics; the
+  round's mean over the blocks goes to rounds.csv as `item_similarity_change`. A resumed run starts
+  from the table of its saved round, so its rows equal an uninterrupted run's."""
+
+  GROUPS = 20
+
+  def __init__(self, process, output_dir: pathlib.Path, *, seed: int, resume: bool):
+    if getattr(process, 'item_embeddings', None) is None:
+      raise ValueError(f'track_similarity: {process.name} has no item table the server can form')
+    if not resume:
+      (output_dir / SIMILARITY_FILE).unlink(missing_ok=True)
+    self.process, self.seed = process, seed
+    self.manager = tff.program.CSVFileReleaseManager(
+        output_dir / SIMILARITY_FILE, save_mode=tff.program.CSVSaveMode.WRITE, key_fieldname='round')
+    self.previous = self.groups = None
+
+  def start(self, state) -> None:
+    self.previous = self.process.item_embeddings(state)
+    self.groups = similarity_change.random_item_groups(
+        len(self.previous), groups=min(self.GROUPS, len(self.previous)), seed=self.seed)
+
+  def update(self, state, round_num: int) -> float:
+    current = self.process.item_embeddings(state)
+    blocks = similarity_change.block_change(self.previous, current, self.groups)
+    self.previous = current
+    asyncio.run(self.manager.release({'blocks': blocks}, key=round_num))
+    return float(blocks.mean())
+
+
 def _train_round(process, progress: _Progress, clients, split, config, round_num: int) -> dict:
   """Runs round `round_num`, validates when due, updates `progress`; returns the rounds.csv row.
 
@@ -252,6 +287,10 @@ def run_simulation(
     checkpoints.clear()  # a previous run's states of the same folder (--overwrite or a rerun)
     (output_dir / ROUNDS_FILE).unlink(missing_ok=True)
   metrics_manager = metrics_release_manager(output_dir, tensorboard=config.tensorboard)
+  tracker = None
+  if config.track_similarity:
+    tracker = _SimilarityTracker(process, output_dir, seed=config.seed, resume=config.resume)
+    tracker.start(progress.state)
   interrupted = False
   bar = tqdm.trange(resumed_from + 1, config.rounds + 1, disable=not config.progress, desc=process.name)
   try:
@@ -259,6 +298,8 @@ def run_simulation(
       if progress.since_best >= config.patience:  # since_best only grows after min_rounds
         break
       row = _train_round(process, progress, clients, split, config, round_num)
+      if tracker is not None:
+        row['item_similarity_change'] = tracker.update(progress.state, round_num)
       metrics = {name: value for name, value in row.items() if name != 'round'}
       asyncio.run(metrics_manager.release(metrics, key=round_num))
       checkpoints.maybe_save(progress, round_num)

@@ -44,7 +44,7 @@ def test_extra_flags_apply_to_their_algorithm_only():
 
 
 def test_unknown_table_is_refused_with_the_implemented_ones():
-  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['budget', 'coldstart', 'figure3', 'longtail', 'privacy', 'sparse', 'table2'"):
+  with pytest.raises(ValueError, match=r"table9 is not implemented; implemented: \['budget', 'coldstart', 'figure3', 'figure4', 'longtail', 'privacy', 'sparse', 'table2'"):
     tables.cells('table9', dataset_flags=ML100K, seeds=[0])
 
 

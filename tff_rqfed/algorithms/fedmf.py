@@ -94,4 +94,5 @@ def build_fedmf(
   return process.build_recommender_process(
       name='fedmf', initial_state=initial_state, server_state_type=state_type,
       client_state_type=user_type, server_payload=server_payload, client_fn=client_fn,
-      server_update=server_update, initial_client_states=initial_client_states, scores=scores)
+      server_update=server_update, initial_client_states=initial_client_states, scores=scores,
+      item_embeddings=lambda state: np.asarray(state['item_embeddings']))

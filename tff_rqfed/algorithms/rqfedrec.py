@@ -340,17 +340,20 @@ def build_rqfedrec(
   def initial_client_states(clients):
     return cw.initial_user_embeddings(clients, embedding_dim=d, init_scale=init_scale, seed=seed)
 
+  def item_embeddings(state):
+    """Eq. 9 on the server: every item from the mean codebooks and the public code ids."""
+    return cb.reconstruct_items(state['codebooks'], state['semantic_ids'], state['collaborative_ids'],
+                                state['collaborative_rate']).numpy()
+
   def scores(state, client_states, clients, num_users):
     users = cw.stack_users(client_states, clients, num_users, d)
-    items = cb.reconstruct_items(state['codebooks'], state['semantic_ids'],
-                                 state['collaborative_ids'], state['collaborative_rate']).numpy()
-    return users @ items.T
+    return users @ item_embeddings(state).T
 
   return process.build_recommender_process(
       name='rqfedrec', initial_state=initial_state, server_state_type=state_type,
       client_state_type=user_type, server_payload=server_payload, client_fn=client_fn,
       server_update=server_update, initial_client_states=initial_client_states, scores=scores,
-      after_round=CollaborativeRefresh(config=config, seed=seed))
+      after_round=CollaborativeRefresh(config=config, seed=seed), item_embeddings=item_embeddings)
 
 
 def server_types(*, num_items: int, embedding_dim: int, config: RQConfig):

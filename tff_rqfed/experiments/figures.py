@@ -6,6 +6,8 @@
   torso and tail, or on the cold and warm items (`group_bar_metrics`).
 - `budget_curves`: test NDCG@10 (mean ± std over seeds) against the values a client uploads per round,
   one line per algorithm (the budget analysis: does RQFedRec give more NDCG per value sent?).
+- `similarity_heatmaps` (Fig. 4): one G x G heatmap per row, the mean |change of item-item cosine
+  similarity| between consecutive rounds per pair of item groups, on one colour scale.
 - `validation_curves`: validation NDCG@10 per round for every row of a table (mean over seeds), the
   curve each method's early stopping read.
 """
@@ -77,6 +79,20 @@ def budget_curves(records: pd.DataFrame, path: pathlib.Path, *, title: str,
   ax.set_ylabel(metric)
   ax.set_title(title)
   ax.legend(fontsize=8)
+  _save(fig, path)
+
+
+def similarity_heatmaps(matrices: dict[str, np.ndarray], path: pathlib.Path, *, title: str) -> None:
+  """Side-by-side heatmaps of `matrices` (row label -> float[G, G]) with a shared colour scale."""
+  fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices) + 1, 4), squeeze=False)
+  vmax = max(float(np.max(m)) for m in matrices.values())
+  for ax, (label, matrix) in zip(axes[0], matrices.items()):
+    image = ax.imshow(matrix, cmap='Blues', vmin=0.0, vmax=vmax)
+    ax.set_title(f'{label} (mean {np.mean(matrix):.4f})')
+    ax.set_xlabel('item group')
+    ax.set_ylabel('item group')
+  fig.colorbar(image, ax=axes[0].tolist(), label='mean |change of cosine similarity|')
+  fig.suptitle(title)
   _save(fig, path)
 
 

@@ -123,6 +123,12 @@ SPECS: dict[str, dict] = {
         _row(f'{label}, {fraction:g} of the clients', stem if fraction == 1 else f'{stem}-frac{fraction:g}',
              algorithm=stem, **({} if fraction == 1 else {'client_fraction': fraction}))
         for label, stem in (('FedMF', 'fedmf'), ('RQFedRec', 'rqfedrec')) for fraction in (0.1, 0.5, 1.0))},
+    # Sec. 6.4.2: the change of item-item cosine similarity between rounds on the server's item table,
+    # over 20 random item groups (simulation._SimilarityTracker), FedMF beside RQFedRec.
+    'figure4': {'title': 'Figure 4: change of item-item similarity between rounds', 'figure': 'heatmap',
+                'rows': (_row('FedMF', 'fedmf-similarity', algorithm='fedmf', track_similarity=True),
+                         _row('RQFedRec', 'rqfedrec-similarity', algorithm='rqfedrec',
+                              track_similarity=True))},
     'figure3': {'title': 'Figure 3: ablations', 'figure': 'bars', 'rows': (
         _row('RQFedRec', 'rqfedrec'), _row('w/o C (FedMF)', 'fedmf'),
         _row('w/o CC', 'rqfedrec-wocc', algorithm='rqfedrec', channels='semantic'),

@@ -292,6 +292,7 @@ def build_recommender_process(
     scores: Callable[..., np.ndarray],
     aggregator=None,
     after_round: Callable[..., tuple[Any, dict]] | None = None,
+    item_embeddings: Callable[..., np.ndarray] | None = None,
 ) -> 'RecommenderProcess':
   """A `RecommenderProcess` from an algorithm's named pieces.
 
@@ -316,6 +317,7 @@ def build_recommender_process(
       broadcast_type=broadcast_type,
       upload_type=None if server_update is None else client_work.type_signature.result.upload,
       after_round=after_round,
+      item_embeddings=item_embeddings,
   )
 
 
@@ -384,6 +386,8 @@ class RecommenderProcess:
     upload_type, broadcast_type: TFF types of what crosses the network.
     collect: for a round that returns every client's upload (`build_collecting_round_process`), the
       server's update from them, (state, uploads: list) -> state, run before `after_round`.
+    item_embeddings: state -> float32[I, d], the global item table the server can form (FedMF's
+      table; RQFedRec's Eq. 9 reconstruction from the codebooks), or None (Fig. 4's tracking).
   """
 
   name: str
@@ -397,6 +401,7 @@ class RecommenderProcess:
   upload_type: Any
   after_round: Callable[..., tuple[Any, dict]] | None = None
   collect: Callable[..., Any] | None = None
+  item_embeddings: Callable[..., np.ndarray] | None = None
 
   def initialize(self):
     return self.iterative_process.initialize()
