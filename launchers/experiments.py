@@ -194,9 +194,14 @@ def _similarity_figure(records: list[dict], output_dir: pathlib.Path, title: str
 
 
 def _merge_csv(frame: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
-  """Adds `frame` to the CSV at `path` (one line per cell, the newest kept); returns the merge."""
+  """Adds `frame` to the CSV at `path` (one line per cell, the newest kept); returns the merge.
+
+  A line whose cell folder (beside the CSV) no longer holds a summary.json is dropped: a folder moved
+  away or deleted takes its results with it, so the tables show only results that can be checked.
+  """
   if path.exists():
     frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates('cell', keep='last')
+  frame = frame[[(path.parent / cell / 'summary.json').exists() for cell in frame['cell']]]
   frame = frame.sort_values('cell').reset_index(drop=True)
   write_atomic(path, frame.to_csv(index=False))
   return frame
