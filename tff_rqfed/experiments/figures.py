@@ -89,6 +89,8 @@ def similarity_heatmaps(matrices: dict[str, np.ndarray], path: pathlib.Path, *, 
   for ax, (label, matrix) in zip(axes[0], matrices.items()):
     image = ax.imshow(matrix, cmap='Blues', vmin=0.0, vmax=vmax)
     ax.set_title(f'{label} (mean {np.mean(matrix):.4f})')
+    ax.set_xticks(range(0, len(matrix), 5))
+    ax.set_yticks(range(0, len(matrix), 5))
     ax.set_xlabel('item group')
     ax.set_ylabel('item group')
   fig.colorbar(image, ax=axes[0].tolist(), label='mean |change of cosine similarity|')
