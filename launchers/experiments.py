@@ -147,12 +147,12 @@ def _run(plan, output_dir: pathlib.Path) -> tuple[list[dict], list[str]]:
 def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   frame = pd.DataFrame(records)
   if _GRID.value:
-    frame = _merge_csv(frame, output_dir / 'grid.csv')  # every method's grid run so far
+    frame = cells_lib.merge_csv(frame, output_dir / 'grid.csv')  # every method's grid run so far
     text, chosen = tables.choosing_markdown(frame)
     write_atomic(output_dir / 'choosing.md', text)
     write_atomic(output_dir / 'chosen.json', json.dumps(chosen, indent=2, sort_keys=True) + '\n')
     return text
-  _merge_csv(frame, output_dir / 'cells.csv')
+  cells_lib.merge_csv(frame, output_dir / 'cells.csv')
   target = _target()
   spec = tables.spec_of(target)
   text = (tables.groups_markdown if 'groups' in spec else tables.markdown)(target, frame, dataset=dataset)
@@ -191,20 +191,6 @@ def _similarity_figure(records: list[dict], output_dir: pathlib.Path, title: str
   figures.similarity_heatmaps(means, output_dir / 'figure4.png', title=title)
   return '\nMean |change of item-item cosine similarity| between rounds (all rounds, groups and seeds): ' + \
       ', '.join(f'{row} {np.mean(m):.5f}' for row, m in means.items()) + '.\n'
-
-
-def _merge_csv(frame: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
-  """Adds `frame` to the CSV at `path` (one line per cell, the newest kept); returns the merge.
-
-  A line whose cell folder (beside the CSV) no longer holds a summary.json is dropped: a folder moved
-  away or deleted takes its results with it, so the tables show only results that can be checked.
-  """
-  if path.exists():
-    frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates('cell', keep='last')
-  frame = frame[[(path.parent / cell / 'summary.json').exists() for cell in frame['cell']]]
-  frame = frame.sort_values('cell').reset_index(drop=True)
-  write_atomic(path, frame.to_csv(index=False))
-  return frame
 
 
 def _communication_table(output_dir: pathlib.Path) -> str:

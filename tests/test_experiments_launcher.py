@@ -198,19 +198,6 @@ def test_figure4_draws_the_similarity_change_of_fedmf_beside_rqfedrec(sweep):
   assert 'RQFedRec' in proc.stdout
 
 
-def test_a_cell_folder_moved_away_leaves_cells_csv_at_the_next_write(tmp_path):
-  from launchers import experiments
-  for cell in ('fedmf-s0', 'mostpop-s0'):
-    (tmp_path / cell).mkdir()
-    (tmp_path / cell / 'summary.json').write_text('{}')
-  experiments._merge_csv(pd.DataFrame({'cell': ['fedmf-s0', 'mostpop-s0'], 'x': [1, 2]}),
-                         tmp_path / 'cells.csv')
-  (tmp_path / 'mostpop-s0' / 'summary.json').unlink()  # the user moved the run away
-  merged = experiments._merge_csv(pd.DataFrame({'cell': ['fedmf-s0'], 'x': [3]}), tmp_path / 'cells.csv')
-  assert merged.to_dict('list') == {'cell': ['fedmf-s0'], 'x': [3]}
-  assert pd.read_csv(tmp_path / 'cells.csv').to_dict('list') == {'cell': ['fedmf-s0'], 'x': [3]}
-
-
 def test_rerun_reads_finished_cells_instead_of_running_them(sweep):
   root, runs = sweep
   _ok(runs['table2'])

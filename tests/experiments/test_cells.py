@@ -95,3 +95,15 @@ def test_a_cell_locked_by_another_runner_is_refused_not_run_twice(tmp_path):
   finally:
     os.close(fd)
   assert not (cell_dir / 'log.txt').exists()  # nothing was started
+
+
+def test_a_cell_folder_moved_away_leaves_cells_csv_at_the_next_write(tmp_path):
+  import pandas as pd
+  for cell in ('fedmf-s0', 'mostpop-s0'):
+    (tmp_path / cell).mkdir()
+    (tmp_path / cell / 'summary.json').write_text('{}')
+  cells.merge_csv(pd.DataFrame({'cell': ['fedmf-s0', 'mostpop-s0'], 'x': [1, 2]}), tmp_path / 'cells.csv')
+  (tmp_path / 'mostpop-s0' / 'summary.json').unlink()  # the user moved the run away
+  merged = cells.merge_csv(pd.DataFrame({'cell': ['fedmf-s0'], 'x': [3]}), tmp_path / 'cells.csv')
+  assert merged.to_dict('list') == {'cell': ['fedmf-s0'], 'x': [3]}
+  assert pd.read_csv(tmp_path / 'cells.csv').to_dict('list') == {'cell': ['fedmf-s0'], 'x': [3]}

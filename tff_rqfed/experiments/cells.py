@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
+
 from tff_rqfed.results_io import write_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -175,3 +177,18 @@ def wall_seconds(cell_dir: pathlib.Path) -> float | None:
     return float(json.loads((cell_dir / RUNNER_FILE).read_text())['seconds'])
   except (OSError, ValueError, KeyError):
     return None
+
+
+def merge_csv(frame: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
+  """Adds the cell lines of `frame` to the sweep CSV at `path` (cells.csv, grid.csv): one line per
+  cell, the newest kept; returns the merge.
+
+  A line whose cell folder (beside the CSV) no longer holds a summary.json is dropped: a folder moved
+  away or deleted takes its results with it, so the tables show only results that can be checked.
+  """
+  if path.exists():
+    frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates('cell', keep='last')
+  frame = frame[[(path.parent / cell / 'summary.json').exists() for cell in frame['cell']]]
+  frame = frame.sort_values('cell').reset_index(drop=True)
+  write_atomic(path, frame.to_csv(index=False))
+  return frame
