@@ -32,10 +32,10 @@ def sweep(tmp_path_factory):
       'figure3': _run('--figure=3', '--methods=fedmf,rqfedrec-wosc', f'--output_dir={root}'),
       'privacy': _run('--analysis=privacy', '--methods=fedmf-attack-delta0.02', f'--output_dir={root}'),
       'longtail': _run('--analysis=longtail', '--methods=mostpop,fedmf', f'--output_dir={root}'),
-      'sparse': _run('--analysis=sparse', '--methods=fedmf-frac0.5,rqfedrec-frac0.5', f'--output_dir={root}'),
-      'figure4': _run('--figure=4', f'--output_dir={root}'),
-      'budget': _run('--analysis=budget', '--methods=fedmf-d32,rqfedrec-m16', f'--output_dir={root}'),
-      'coldstart': _run('--analysis=coldstart', '--methods=fedmf-cold0.1,rqfedrec-cold0.1',
+      'sparse': _run('--analysis=sparse', '--methods=rqfedrec-frac0.5', f'--output_dir={root}'),
+      'figure4': _run('--figure=4', '--methods=rqfedrec-similarity', f'--output_dir={root}'),
+      'budget': _run('--analysis=budget', '--methods=fedmf-d32', f'--output_dir={root}'),
+      'coldstart': _run('--analysis=coldstart', '--methods=rqfedrec-cold0.1',
                         f'--output_dir={root}'),
       'grid': _run('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0',
                    f'--output_dir={root}'),
@@ -156,11 +156,10 @@ def test_longtail_analysis_reports_each_popularity_third_from_table2s_cells(swee
 def test_coldstart_analysis_holds_items_out_and_scores_them_as_a_group(sweep):
   root, runs = sweep
   _ok(runs['coldstart'])
-  for stem in ('fedmf', 'rqfedrec'):
-    summary = json.loads((root / f'{stem}-cold0.1-s0' / 'summary.json').read_text())
-    groups = summary['test_item_groups']
-    assert groups['cold']['items'] == 4 and groups['warm']['items'] == 36  # 10% of the 40 quick items
-    assert groups['cold']['test_pairs'] > 0 and groups['cold']['recall@10'] is not None
+  summary = json.loads((root / 'rqfedrec-cold0.1-s0' / 'summary.json').read_text())
+  groups = summary['test_item_groups']
+  assert groups['cold']['items'] == 4 and groups['warm']['items'] == 36  # 10% of the 40 quick items
+  assert groups['cold']['test_pairs'] > 0 and groups['cold']['recall@10'] is not None
   table = (root / 'coldstart.md').read_text()
   assert '| RQFedRec | 1 |' in table and 'cold Recall@10' in table
   assert (root / 'coldstart.png').exists()
@@ -170,7 +169,7 @@ def test_budget_analysis_plots_ndcg_against_the_upload_of_each_cell(sweep):
   root, runs = sweep
   _ok(runs['budget'])
   table = (root / 'budget.md').read_text()
-  assert '| FedMF, d 32 | 1 |' in table and '| RQFedRec, M 16 | 1 |' in table
+  assert '| FedMF, d 32 | 1 |' in table
   cells = pd.read_csv(root / 'cells.csv').set_index('cell')
   assert cells.loc['fedmf-d32-s0', 'upload'] == 40 * 8  # --quick keeps d = 8 and M = 4
   assert (root / 'budget.png').stat().st_size > 0
@@ -179,20 +178,18 @@ def test_budget_analysis_plots_ndcg_against_the_upload_of_each_cell(sweep):
 def test_sparse_analysis_trains_with_a_sample_of_the_clients_each_round(sweep):
   root, runs = sweep
   _ok(runs['sparse'])
-  for stem in ('fedmf', 'rqfedrec'):
-    flags_json = json.loads((root / f'{stem}-frac0.5-s0' / 'flags.json').read_text())
-    assert flags_json['client_fraction'] == 0.5
-    assert json.loads((root / f'{stem}-frac0.5-s0' / 'summary.json').read_text())['rounds_run'] == 2
+  flags_json = json.loads((root / 'rqfedrec-frac0.5-s0' / 'flags.json').read_text())
+  assert flags_json['client_fraction'] == 0.5
+  assert json.loads((root / 'rqfedrec-frac0.5-s0' / 'summary.json').read_text())['rounds_run'] == 2
   assert '| RQFedRec, 0.5 of the clients | 1 |' in (root / 'sparse.md').read_text()
 
 
-def test_figure4_draws_the_similarity_change_of_fedmf_beside_rqfedrec(sweep):
+def test_figure4_releases_and_draws_the_similarity_change_between_rounds(sweep):
   root, runs = sweep
   proc = _ok(runs['figure4'])
-  for stem in ('fedmf', 'rqfedrec'):
-    released = pd.read_csv(root / f'{stem}-similarity-s0' / 'similarity_change.csv')
-    assert released['round'].tolist() == [1, 2]
-    assert len(json.loads(released['blocks'][0])) == 20  # 20 item groups of the 40 quick items
+  released = pd.read_csv(root / 'rqfedrec-similarity-s0' / 'similarity_change.csv')
+  assert released['round'].tolist() == [1, 2]
+  assert len(json.loads(released['blocks'][0])) == 20  # 20 item groups of the 40 quick items
   assert (root / 'figure4.png').stat().st_size > 0
   assert 'Mean |change of item-item cosine similarity|' in (root / 'figure4.md').read_text()
   assert 'RQFedRec' in proc.stdout
