@@ -204,17 +204,19 @@ class _SimilarityTracker:
     self.process, self.seed = process, seed
     self.manager = tff.program.CSVFileReleaseManager(
         output_dir / SIMILARITY_FILE, save_mode=tff.program.CSVSaveMode.WRITE, key_fieldname='round')
-    self.previous = self.groups = None
+    self.previous_cosine = self.groups = None
 
   def start(self, state) -> None:
-    self.previous = self.process.item_embeddings(state)
+    table = self.process.item_embeddings(state)
+    self.previous_cosine = similarity_change.cosine_similarity(table)
     self.groups = similarity_change.random_item_groups(
-        len(self.previous), groups=min(self.GROUPS, len(self.previous)), seed=self.seed)
+        len(table), groups=min(self.GROUPS, len(table)), seed=self.seed)
 
   def update(self, state, round_num: int) -> float:
-    current = self.process.item_embeddings(state)
-    blocks = similarity_change.block_change(self.previous, current, self.groups)
-    self.previous = current
+    """Releases round `round_num`'s blocks against the previous round (whose cosines it kept)."""
+    current = similarity_change.cosine_similarity(self.process.item_embeddings(state))
+    blocks = similarity_change.block_means(np.abs(current - self.previous_cosine), self.groups)
+    self.previous_cosine = current
     asyncio.run(self.manager.release({'blocks': blocks}, key=round_num))
     return float(blocks.mean())
 

@@ -5,7 +5,7 @@ item-item cosine similarity between two consecutive rounds, on the item table th
 (FedMF: the mean item table; RQFedRec: every item rebuilt from the mean codebooks by Eq. 9), with the
 items randomly grouped into 20 categories for display. Here: `random_item_groups` draws the groups
 (a seeded permutation dealt round-robin, so group sizes differ by at most one) and `block_change`
-gives the G x G matrix whose entry (a, b) is the mean of |cos_t(i, j) - cos_{t-1}(i, j)| over items i
+(`block_means` of the change of `cosine_similarity`) gives the G x G matrix whose entry (a, b) is the mean of |cos_t(i, j) - cos_{t-1}(i, j)| over items i
 of group a and j of group b (i != j), the figure's cells.
 """
 
@@ -27,11 +27,23 @@ def random_item_groups(num_items: int, *, groups: int = 20, seed: int = 0) -> np
   return group_of_item
 
 
-def _cosine(table: np.ndarray) -> np.ndarray:
+def cosine_similarity(table: np.ndarray) -> np.ndarray:
+  """float64[I, I]: the cosine similarity of every pair of rows of `table: float[I, d]` (zero rows: 0)."""
   table = np.asarray(table, np.float64)
   norms = np.linalg.norm(table, axis=1, keepdims=True)
   unit = table / np.where(norms > 0, norms, 1.0)
   return unit @ unit.T
+
+
+def block_means(change: np.ndarray, group_of_item: np.ndarray) -> np.ndarray:
+  """float64[G, G]: the mean of `change: float[I, I]` over the item pairs (i != j) of each group pair."""
+  groups = int(group_of_item.max()) + 1
+  one_hot = np.eye(groups)[group_of_item]  # [I, G]
+  sums = one_hot.T @ change @ one_hot
+  sums[np.diag_indices(groups)] -= np.bincount(group_of_item, weights=np.diag(change), minlength=groups)
+  sizes = one_hot.sum(axis=0)
+  pairs = np.outer(sizes, sizes) - np.diag(sizes)  # ordered pairs i != j
+  return sums / np.maximum(pairs, 1)
 
 
 def block_change(previous: np.ndarray, current: np.ndarray, group_of_item: np.ndarray) -> np.ndarray:
@@ -43,11 +55,4 @@ def block_change(previous: np.ndarray, current: np.ndarray, group_of_item: np.nd
   """
   if np.shape(previous) != np.shape(current):
     raise ValueError(f'item tables differ in shape: {np.shape(previous)} and {np.shape(current)}')
-  change = np.abs(_cosine(current) - _cosine(previous))
-  np.fill_diagonal(change, 0.0)
-  groups = int(group_of_item.max()) + 1
-  one_hot = np.eye(groups)[group_of_item]  # [I, G]
-  sums = one_hot.T @ change @ one_hot
-  sizes = one_hot.sum(axis=0)
-  pairs = np.outer(sizes, sizes) - np.diag(sizes)  # ordered pairs i != j
-  return sums / np.maximum(pairs, 1)
+  return block_means(np.abs(cosine_similarity(current) - cosine_similarity(previous)), group_of_item)
