@@ -160,13 +160,12 @@ def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   if spec.get('figure') == 'heatmap':
     text += _similarity_figure(records, output_dir, title)
   write_atomic(output_dir / f'{target}.md', text)
-  if spec.get('figure') == 'bars':
-    figures.bars(frame, [row.label for row in spec['rows']], output_dir / f'{target}.png', title=title)
+  if spec.get('figure') == 'bars' or 'groups' in spec:
+    metrics = figures.group_bar_metrics(spec['groups']) if 'groups' in spec else figures.BAR_METRICS
+    figures.bars(frame, [row.label for row in spec['rows']], output_dir / f'{target}.png', title=title,
+                 metrics=metrics)
   if spec.get('figure') == 'budget':
     figures.budget_curves(frame, output_dir / f'{target}.png', title=title)
-  if 'groups' in spec:
-    figures.bars(frame, [row.label for row in spec['rows']], output_dir / f'{target}.png', title=title,
-                 metrics=figures.group_bar_metrics(spec['groups']))
   curves = {}
   for record in records:
     rounds_csv = output_dir / record['cell'] / 'rounds.csv'

@@ -255,6 +255,14 @@ def _count(value) -> str:
   return '-' if pd.isna(value) else f'{int(value):,}'
 
 
+def _rows_with_records(spec: dict, records: pd.DataFrame):
+  """(row, its seeds' records) for every row of `spec` that has records, in the spec's order."""
+  for row in spec['rows']:
+    group = records[records['row'] == row.label] if len(records) else records
+    if not group.empty:
+      yield row, group
+
+
 def markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
   """The table laid out like the paper's: our metrics (both sets, mean ± std over seeds) beside its."""
   spec = spec_of(name)
@@ -265,10 +273,7 @@ def markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
            '| paper Recall@10 | paper MRR@10 | paper NDCG@10 | rounds | s/round | upload | download |'
            + ''.join(f' {title} |' for _, title in columns),
            '|---|' + '---|' * (13 + len(columns))]
-  for row in spec['rows']:
-    group = records[records['row'] == row.label] if len(records) else records
-    if group.empty:
-      continue
+  for row, group in _rows_with_records(spec, records):
     ours = [mean_std(group[f'test/{m}']) for m in METRICS]
     ours += [mean_std(group[f'test_paper/{m}']) for m in METRICS[1:]]
     theirs = [f'{v:.4f}' for v in paper[row.label]] if row.label in paper else ['-'] * 3
@@ -286,10 +291,7 @@ def groups_markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
   lines = [f"### {spec['title']}, {dataset}", '',
            '| method | seeds | ' + ' | '.join(f'{g} Recall@10 | {g} NDCG@10' for g in groups)
            + ' | all Recall@10 | all NDCG@10 |', '|---|' + '---|' * (2 * len(groups) + 3)]
-  for row in spec['rows']:
-    group = records[records['row'] == row.label] if len(records) else records
-    if group.empty:
-      continue
+  for row, group in _rows_with_records(spec, records):
     cells = [mean_std(group[column]) if column in group else '-'
              for g in groups for column in (f'group/{g}/recall@10', f'group/{g}/ndcg@10')]
     cells += [mean_std(group['test/recall@10']), mean_std(group['test/ndcg@10'])]
