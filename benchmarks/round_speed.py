@@ -2,7 +2,8 @@ r"""Seconds per federated round, split into stages, with TFF's overhead against 
 
   .venv/bin/python -m benchmarks.round_speed [--algorithms=fedmf,rqfedrec,mf_local,fedncf,pfedrec,fedrap] \
       [--dataset=ml-100k] [--partition=blocks] [--clients=100] [--rounds=5] \
-      [--max_concurrent_computation_calls=-1] [--intra_op_threads=0] [--inter_op_threads=0]
+      [--max_concurrent_computation_calls=-1] [--intra_op_threads=0] [--inter_op_threads=0] \
+      [--client_shards=1] [--workers=0]
 
 For each algorithm, on the same clients (paper protocol) and local-training options, it runs `--rounds`
 TFF rounds (the first, with tracing and the worker's start, reported apart) and measures per round:
@@ -22,8 +23,11 @@ client of one round, on as many threads as the worker has cores, plus the weight
 `plain_round_s`; this process uses the worker's thread pools and, like TFF's sessions, no Grappler.
 `tff_overhead` = (round_s - plain_round_s) / round_s. For RQFedRec it also times the
 client stages apart: the Eq. 9 rebuild, local training (Eq. 3) and the codebook fit (Eq. 7).
-`worker_peak_gib` is the worker's peak resident memory (VmHWM); the worker is restarted for each
-algorithm. Writes JSON (`--output`) and prints a Markdown table.
+`worker_peak_gib` is the worker's peak resident memory (VmHWM; the largest one's with several, and
+`workers_peak_total_gib` their sum); the worker is restarted for each algorithm. With
+`--client_shards=S` the rounds run over S client shards (`federated.sharding`) and with `--workers=N`
+on N local workers (`execution.local_workers`), as `launchers.simulate` does. Writes JSON
+(`--output`) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -69,6 +73,11 @@ _INTER = flags.DEFINE_integer('inter_op_threads', _WORKER.inter_op_threads,
                               'Worker: TF inter-op threads (0: TF default).')
 _INTRA = flags.DEFINE_integer('intra_op_threads', _WORKER.intra_op_threads,
                               'Worker: TF intra-op threads (0: TF default).')
+_SHARDS = flags.DEFINE_integer('client_shards', 1, "A round's clients in this many shards "
+                               '(federated.sharding; 1: the one-computation round).', lower_bound=1)
+_WORKERS = flags.DEFINE_integer('workers', 0, 'Local TFF workers running the shards, each with the '
+                                'worker flags above (0: the one worker of the default context).',
+                                lower_bound=0)
 _OUTPUT = flags.DEFINE_string('output', None,
                               'JSON output (default results/benchmarks/round_speed-DATASET-PARTITION.json).')
 
@@ -91,18 +100,31 @@ def build(name, dataset, embeddings):
   return rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=config, **common)
 
 
-def worker_peak_gib() -> float | None:
+def worker_peaks_gib() -> list[float]:
+  """Peak resident memory (VmHWM) of each of this process's TFF workers."""
   peaks = []
   for pid in execution.worker_pids():
     try:
       with open(f'/proc/{pid}/status') as f:
-        peaks += [int(line.split()[1]) for line in f if line.startswith('VmHWM:')]
+        peaks += [int(line.split()[1]) / 2**20 for line in f if line.startswith('VmHWM:')]
     except OSError:
       pass
-  return max(peaks) / 2**20 if peaks else None
+  return peaks
 
 
-def time_tff(process, clients, split):
+def _next(process, state, client_states, data, workers):
+  """One round as the launcher runs it: the one-computation round, or over --client_shards shards
+  on `workers`."""
+  if _SHARDS.value == 1 and workers is None:
+    state, client_states, _ = process.iterative_process.next(state, client_states, data)
+    return state, list(client_states)
+  state, client_states, _ = process.sharded_round.run(
+      state, client_states, data, shards=max(_SHARDS.value, workers.count if workers else 1),
+      workers=workers or execution.Workers())
+  return state, client_states
+
+
+def time_tff(process, clients, split, workers=None):
   """TFF rounds: round, server logic and evaluation seconds; returns (stats, state, client_states)."""
   state = process.initialize()
   client_states = process.initial_client_states(clients)
@@ -111,8 +133,7 @@ def time_tff(process, clients, split):
   for round_num in range(1, _ROUNDS.value + 1):
     data = process_lib.client_data_values(clients, seed=0, round_num=round_num)
     start = time.perf_counter()
-    state, client_states, _ = process.iterative_process.next(state, client_states, data)
-    client_states = list(client_states)
+    state, client_states = _next(process, state, client_states, data, workers)
     rounds.append(time.perf_counter() - start)
     if process.after_round is not None:
       start = time.perf_counter()
@@ -129,7 +150,8 @@ def time_tff(process, clients, split):
       'round_s': _mean_std(rounds[1:]),
       'server_s': _mean_std(server[1:]) if server else None,
       'eval_s': _mean_std(evals[1:]),
-      'worker_peak_gib': worker_peak_gib(),
+      'worker_peak_gib': max(worker_peaks_gib(), default=None),
+      'workers_peak_total_gib': sum(worker_peaks_gib()),
   }, first_state
 
 
@@ -226,15 +248,17 @@ def main(argv):
         text.item_texts(dataset), dataset_name=dataset.name, cache_dir=movielens.default_cache_dir())
   results = collections.OrderedDict(
       dataset=dataset.name, partition=_PARTITION.value, clients=len(clients),
-      embedding_dim=_DIM.value, cpu_count=os.cpu_count(), worker=worker.__dict__, algorithms={})
+      embedding_dim=_DIM.value, cpu_count=os.cpu_count(), worker=worker.__dict__,
+      client_shards=_SHARDS.value, workers=_WORKERS.value, algorithms={})
   for name in _ALGORITHMS.value:
     if name not in ALGORITHMS:
       raise app.UsageError(f'--algorithms: unknown {name!r}; valid: {ALGORITHMS}')
     execution.kill_workers()  # a fresh worker per algorithm, so its peak memory is its own
     execution.set_execution_context(worker)
+    workers = execution.local_workers(_WORKERS.value, worker) if _WORKERS.value else None
     process = build(name, dataset, embeddings)
     stages = rqfedrec_stages(dataset.num_items) if name == 'rqfedrec' else {}
-    stats, (state, client_states) = time_tff(process, clients, split)
+    stats, (state, client_states) = time_tff(process, clients, split, workers)
     stats['state_transfer_s'] = time_state_transfer(process, client_states)
     if _PLAIN.value:
       stats.update(time_plain(process, state, client_states, clients, stages))
@@ -244,8 +268,9 @@ def main(argv):
       stats['tff_overhead'] = (stats['round_s']['mean'] - stats['plain_round_s']) / stats['round_s']['mean']
     results['algorithms'][name] = stats
     print(json.dumps({name: stats}, indent=2), flush=True)
+  suffix = (f'-s{_SHARDS.value}' if _SHARDS.value > 1 else '') + (f'-w{_WORKERS.value}' if _WORKERS.value else '')
   output = pathlib.Path(_OUTPUT.value or
-                        f'results/benchmarks/round_speed-{dataset.name}-{_PARTITION.value}.json')
+                        f'results/benchmarks/round_speed-{dataset.name}-{_PARTITION.value}{suffix}.json')
   results_io.write_atomic(output, json.dumps(results, indent=2) + '\n')
   print(markdown_table(results))
 

@@ -68,6 +68,13 @@ _TRACK_SIMILARITY = flags.DEFINE_bool(
 _CLIENT_FRACTION = flags.DEFINE_float(
     'client_fraction', 1.0, 'Share of the clients sampled to take part in each round (the others keep '
     'their state); 1: every client, every round.', lower_bound=0.001, upper_bound=1.0)
+_CLIENT_SHARDS = flags.DEFINE_integer(
+    'client_shards', None, "Run each round's clients in this many shards, each summed apart and "
+    'combined into the same mean (bounds the worker memory; default one per worker).', lower_bound=1)
+_WORKERS = flags.DEFINE_string(
+    'workers', None, 'TFF workers that run the client shards: N (start N on this machine) or '
+    'host:port,... (started with python -m launchers.worker); default one local worker. The results '
+    'depend on --client_shards, not on the workers.')
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
 _CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).', lower_bound=1)
 _ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.', lower_bound=1)
@@ -315,12 +322,55 @@ def _flag_values() -> dict:
   values['learning_rate'] = learning_rate()  # the effective values, also when defaulted
   values['weight_decay'] = weight_decay()
   values['init_scale'] = init_scale()
+  values['client_shards'] = client_shards()
   return values
+
+
+def worker_spec() -> int | list[str] | None:
+  """--workers as a count of local workers, a list of host:port addresses, or None (one local)."""
+  value = (_WORKERS.value or '').strip()
+  if not value:
+    return None
+  if value.isdigit():
+    if int(value) < 1:
+      raise app.UsageError(f'--workers must be a count >= 1 or host:port,...; got {value!r}')
+    return int(value)
+  addresses = [a.strip() for a in value.split(',') if a.strip()]
+  for address in addresses:
+    try:
+      execution.parse_address(address)
+    except ValueError as e:
+      raise app.UsageError(f'--workers: {e}') from None
+  return addresses
+
+
+def client_shards() -> int:
+  """The effective --client_shards: the flag, else one shard per worker."""
+  spec = worker_spec()
+  count = 1 if spec is None else spec if isinstance(spec, int) else len(spec)
+  shards = _CLIENT_SHARDS.value or count
+  if shards < count:
+    raise app.UsageError(f'--client_shards={shards} is fewer than the {count} workers of '
+                         f'--workers={_WORKERS.value}: every worker needs a shard')
+  return shards
+
+
+def start_workers():
+  """The `execution.Workers` of --workers, or None for this process's one local worker."""
+  spec = worker_spec()
+  if spec is None:
+    return None
+  if isinstance(spec, int):
+    return execution.local_workers(spec)
+  try:
+    return execution.remote_workers(spec)
+  except execution.WorkerError as e:
+    _fail(f'--workers: {e}')
 
 
 # Flags that do not change a run's results: a folder's run is the same run whatever their values.
 _RUN_INDEPENDENT_FLAGS = ('output_dir', 'progress', 'overwrite', 'resume', 'checkpoint_every',
-                          'tensorboard')
+                          'tensorboard', 'workers')
 
 
 def check_output_dir(output_dir: pathlib.Path, flag_values: dict) -> None:
@@ -345,6 +395,11 @@ def check_sizes(dataset, split) -> None:
   if _ALGORITHM.value != 'mostpop' and _PARTITION.value == 'blocks' and _CLIENTS.value > split.num_users:
     raise app.UsageError(f'--clients={_CLIENTS.value} exceeds the {split.num_users} users of '
                          f'{dataset.name}')
+  if _ALGORITHM.value != 'mostpop':
+    num_clients = _CLIENTS.value if _PARTITION.value == 'blocks' else split.num_users
+    per_round = max(1, int(np.floor(_CLIENT_FRACTION.value * num_clients + 0.5)))
+    if client_shards() > per_round:
+      raise app.UsageError(f'--client_shards={client_shards()} exceeds the {per_round} clients of a round')
   if _ALGORITHM.value == 'rqfedrec' and codes_per_level(dataset) > dataset.num_items:
     default = '' if _CODES.value else ' (the default)'
     raise app.UsageError(f'--codes_per_level={codes_per_level(dataset)}{default} exceeds the '
@@ -385,6 +440,9 @@ def check_algorithm_flags() -> None:
   if _CLIENT_FRACTION.value < 1 and _ALGORITHM.value == 'gpfedrec':
     raise app.UsageError('--client_fraction: GPFedRec builds its client graph from every client\'s '
                          f'upload each round; it runs with all clients, not {_CLIENT_FRACTION.value}')
+  if client_shards() > 1 and _ALGORITHM.value == 'gpfedrec':
+    raise app.UsageError('--client_shards and --workers: GPFedRec\'s round collects every client\'s '
+                         'upload for its client graph and runs as one computation on one worker')
   if _COLD_ITEM_RATIO.value > 0 and _ATTACK.value:
     raise app.UsageError('--attack replays uploads without cold items; it cannot be combined with '
                          f'--cold_item_ratio={_COLD_ITEM_RATIO.value}')
@@ -443,6 +501,7 @@ def main(argv):
     summary = run_mostpop(dataset, split, output_dir)
   else:
     execution.set_execution_context()
+    workers = start_workers()
     min_rounds = _MIN_ROUNDS.value
     if min_rounds is None:
       min_rounds = _WARMUP.value + _TAU.value if _ALGORITHM.value == 'rqfedrec' else 0
@@ -451,15 +510,19 @@ def main(argv):
         eval_every=_EVAL_EVERY.value, seed=seed, k=_TOP_K.value, save_topk=_SAVE_TOPK.value,
         progress=_PROGRESS.value, checkpoint_every=_CHECKPOINT_EVERY.value, resume=_RESUME.value,
         tensorboard=_TENSORBOARD.value, client_fraction=_CLIENT_FRACTION.value,
-        track_similarity=_TRACK_SIMILARITY.value,
+        track_similarity=_TRACK_SIMILARITY.value, client_shards=client_shards(),
     )
-    summary = simulation.run_simulation(
-        process, split=split, clients=clients, config=config, output_dir=output_dir,
-        item_ids=dataset.item_ids, user_ids=dataset.user_ids,
-        extra_summary={'dataset': dataset.name, 'protocol': _PROTOCOL.value,
-                       'partition': _PARTITION.value, 'num_clients': len(clients), 'seed': seed},
-        on_finish=finish_summary(process, clients, dataset.num_items),
-    )
+    try:
+      summary = simulation.run_simulation(
+          process, split=split, clients=clients, config=config, output_dir=output_dir,
+          item_ids=dataset.item_ids, user_ids=dataset.user_ids,
+          extra_summary={'dataset': dataset.name, 'protocol': _PROTOCOL.value,
+                         'partition': _PARTITION.value, 'num_clients': len(clients), 'seed': seed},
+          on_finish=finish_summary(process, clients, dataset.num_items), workers=workers,
+      )
+    except execution.WorkerError as e:  # not bad input, but one line too; saved rounds are kept
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(1)
   print(json.dumps({key: summary[key] for key in ('algorithm', 'test', 'test_paper', 'best_round',
                                                   'rounds_run', 'seconds_per_round', 'communication')},
                    indent=2))

@@ -9,6 +9,7 @@ parent would make it time out.
 from __future__ import annotations
 
 import json
+import re
 import os
 import select
 import subprocess
@@ -152,3 +153,78 @@ def test_worker_config_zero_threads_leaves_tensorflow_defaults_to_the_worker():
   env = execution.WorkerConfig(inter_op_threads=0, intra_op_threads=0).worker_environment()
   assert 'TF_NUM_INTEROP_THREADS' not in env and 'TF_NUM_INTRAOP_THREADS' not in env
   assert env['MALLOC_MMAP_THRESHOLD_']  # the heap settings are always passed
+
+
+# Several workers (execution.Workers): the shards of a round (federated.sharding) run on them.
+
+def _add_one():
+  import numpy as np
+  import tensorflow_federated as tff
+
+  @tff.tensorflow.computation(tff.TensorType(np.int32))
+  def add_one(x):
+    return x + 1
+
+  return add_one
+
+
+def test_workers_run_each_call_and_return_results_in_the_calls_order(tff_context):
+  from tff_rqfed import execution
+
+  workers = execution.local_workers(2, timeout_s=3.0)
+  try:
+    assert workers.count == 2
+    assert [int(r) for r in workers.map(_add_one(), [(k,) for k in range(5)])] == [1, 2, 3, 4, 5]
+  finally:
+    for process in workers.processes:
+      process.kill()
+      process.wait()
+
+
+def test_a_worker_that_dies_gives_an_error_naming_it_and_the_shard(tff_context):
+  from tff_rqfed import execution
+
+  workers = execution.local_workers(2, timeout_s=2.0)
+  add_one = _add_one()
+  workers.map(add_one, [(0,), (1,)])
+  workers.processes[1].kill()
+  workers.processes[1].wait()
+  try:
+    with pytest.raises(execution.WorkerError, match=r'local worker 1 .*client shard 1: .*stopped answering'):
+      workers.map(add_one, [(0,), (1,)])
+  finally:
+    workers.processes[0].kill()
+    workers.processes[0].wait()
+
+
+def test_the_worker_launcher_serves_computations_to_remote_workers(tff_context):
+  import portpicker
+  from tff_rqfed import execution
+
+  port = portpicker.pick_unused_port()
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  server = subprocess.Popen([sys.executable, '-m', 'launchers.worker', f'--port={port}'], cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    workers = execution.remote_workers([f'localhost:{port}'], timeout_s=60.0)
+    assert [int(r) for r in workers.map(_add_one(), [(1,), (2,)])] == [2, 3]
+  finally:
+    server.kill()
+    server.wait()
+
+
+def test_remote_workers_name_an_address_where_no_worker_answers():
+  import portpicker
+  from tff_rqfed import execution
+
+  port = portpicker.pick_unused_port()
+  with pytest.raises(execution.WorkerError, match=f'no TFF worker answers at localhost:{port}'):
+    execution.remote_workers([f'localhost:{port}'], timeout_s=0.5)
+
+
+@pytest.mark.parametrize('address', ['localhost', 'host:port', ':8000', 'host:0', 'host:70000'])
+def test_a_bad_worker_address_is_quoted(address):
+  from tff_rqfed import execution
+
+  with pytest.raises(ValueError, match=re.escape(repr(address))):
+    execution.parse_address(address)

@@ -73,6 +73,13 @@ def _cases(tmp_path):
       'client sampling for GPFedRec': (file + ['--algorithm=gpfedrec', '--client_fraction=0.5'],
                                        ['--client_fraction', '0.5']),
       'client fraction of 0': (file + ['--client_fraction=0'], ['--client_fraction', '0']),
+      'more client shards than clients in a round': (file + ['--clients=4', '--client_shards=5'],
+                                                     ['--client_shards=5', '4 clients']),
+      'fewer client shards than workers': (file + ['--client_shards=2', '--workers=3'],
+                                           ['--client_shards=2', '3 workers']),
+      'a worker address without a port': (file + ['--workers=localhost'], ['--workers', "'localhost'"]),
+      'client shards for GPFedRec': (file + ['--algorithm=gpfedrec', '--client_shards=2'],
+                                     ['--client_shards', 'GPFedRec']),
       'similarity tracking without a server table': (file + ['--algorithm=pfedrec', '--track_similarity'],
                                                      ['--track_similarity', 'pfedrec']),
   }
@@ -82,7 +89,9 @@ CASES = ['misspelled column', 'missing column', 'empty file', 'no interaction fi
          'more clients than users', 'M above the item count', 'default M above the item count', 'L = 0',
          'tau = 0', 'negative delta', 'd = 0', 'unknown algorithm',
          'cold items for a sampler that draws them', 'cold item ratio of 1', 'client sampling for GPFedRec',
-         'client fraction of 0', 'similarity tracking without a server table']
+         'client fraction of 0', 'similarity tracking without a server table',
+         'more client shards than clients in a round', 'fewer client shards than workers',
+         'a worker address without a port', 'client shards for GPFedRec']
 
 
 @pytest.mark.parametrize('case', CASES)

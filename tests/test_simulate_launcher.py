@@ -43,6 +43,10 @@ def runs(tmp_path_factory):
   commands = {
       'fedmf': _command(root / 'fedmf', interactions_file, '--algorithm=fedmf'),
       'fedmf_again': _command(root / 'fedmf_again', interactions_file, '--algorithm=fedmf'),
+      'fedmf_two_shards': _command(root / 'fedmf_two_shards', interactions_file, '--algorithm=fedmf',
+                                   '--client_shards=2'),
+      'fedmf_two_workers': _command(root / 'fedmf_two_workers', interactions_file, '--algorithm=fedmf',
+                                    '--workers=2'),
       'no_file': _command(root / 'no_file', None, '--algorithm=fedmf'),
       'rqfedrec': _command(root / 'rqfedrec', interactions_file, '--algorithm=rqfedrec',
                            '--channels=collaborative', '--codes_per_level=4', '--levels=2',
@@ -143,6 +147,21 @@ def test_same_seed_gives_identical_test_metrics(runs):
   a = pd.read_csv(runs['fedmf']['dir'] / 'rounds.csv')
   b = pd.read_csv(runs['fedmf_again']['dir'] / 'rounds.csv')
   assert a['loss'].tolist() == b['loss'].tolist()
+
+
+def test_two_workers_give_exactly_the_results_of_two_shards_on_one_worker(runs):
+  shards, workers = _ok(runs['fedmf_two_shards']), _ok(runs['fedmf_two_workers'])
+  assert workers['test'] == shards['test'] and workers['test_paper'] == shards['test_paper']
+  a = pd.read_csv(runs['fedmf_two_shards']['dir'] / 'rounds.csv')
+  b = pd.read_csv(runs['fedmf_two_workers']['dir'] / 'rounds.csv')
+  assert a['loss'].tolist() == b['loss'].tolist()
+  assert a['valid_ndcg@10'].tolist() == b['valid_ndcg@10'].tolist()
+  recorded = json.loads((runs['fedmf_two_workers']['dir'] / 'flags.json').read_text())
+  assert recorded['client_shards'] == 2 and recorded['workers'] == '2'  # one shard per worker
+  # sharding sums the clients in another order than the one-computation mean: equal up to rounding
+  one = _ok(runs['fedmf'])
+  for key in METRICS:
+    assert shards['test'][key] == pytest.approx(one['test'][key], abs=0.02)
 
 
 def test_file_dataset_without_interactions_file_fails_naming_the_flag(runs):

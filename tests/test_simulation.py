@@ -26,7 +26,7 @@ class ScriptedProcess:
   def initial_client_states(self, clients):
     return [None for _ in clients]
 
-  def next(self, state, client_states, data, *, round_num):
+  def next(self, state, client_states, data, *, round_num, shards=1, workers=None):
     del data
     if round_num == self.interrupt_at:
       raise KeyboardInterrupt
@@ -203,7 +203,7 @@ class CountingProcess(ScriptedProcess):
   def initial_client_states(self, clients):
     return [0 for _ in clients]
 
-  def next(self, state, client_states, data, *, round_num):
+  def next(self, state, client_states, data, *, round_num, shards=1, workers=None):
     self.calls.append([int(d['client_index']) for d in data])
     return {'round': round_num}, [s + 1 for s in client_states], {'loss': 1.0}
 

@@ -17,12 +17,17 @@ runs in this Python process between rounds (RQ-kmeans) sees the GPU through `tf.
 from __future__ import annotations
 
 import atexit
+from concurrent import futures
 import dataclasses
 import os
 import signal
 import subprocess
 import sys
+import time
+from typing import Any, Sequence
 
+import grpc
+import portpicker
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -163,3 +168,202 @@ def set_execution_context(config: WorkerConfig | None = None) -> None:
       if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
         signal.signal(signum, _on_signal)
     _installed = True
+
+
+class WorkerError(RuntimeError):
+  """A TFF worker failed while running a client shard (it died, or could not be reached)."""
+
+
+# The gRPC limits TFF's own local context uses (`executor_factory._GRPC_CHANNEL_OPTIONS`): a client
+# shard's states and a 3706 x 512 table are far above gRPC's 4 MB default.
+_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
+_GRPC_CHANNEL_OPTIONS = [('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
+                         ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
+                         ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES)]
+
+
+class Workers:
+  """Where the client shards of a round run (`sharding.ShardedRound`): one TFF execution context per
+  worker, shard s on worker s mod N, each worker's shards in order in a thread of its own.
+
+  `Workers()` is this thread's installed context (one worker, the shards one after another). Build
+  several with `local_workers` (worker processes on this machine) or `remote_workers` (workers
+  started elsewhere). Each context is a separate `tff.framework.SyncExecutionContext` with its own
+  event loop, so one worker's blocking gRPC calls do not hold back another's.
+  """
+
+  def __init__(self, contexts: Sequence[Any] = (), names: Sequence[str] = (),
+               processes: Sequence[subprocess.Popen] = ()):
+    self._contexts = list(contexts)
+    self._names = list(names) or [f'worker {i}' for i in range(len(self._contexts))]
+    self.processes = list(processes)  # the worker processes this one started (`local_workers`)
+
+  @property
+  def count(self) -> int:
+    return max(1, len(self._contexts))
+
+  def map(self, computation, calls: Sequence[tuple]) -> list:
+    """[computation(*call) for call in calls], call s on worker s mod N; results in the calls' order.
+
+    Raises WorkerError naming the worker and the shard when a worker fails.
+    """
+    if not self._contexts:
+      return [computation(*call) for call in calls]
+    results = [None] * len(calls)
+
+    def run(worker: int) -> None:
+      with tff.framework.get_context_stack().install(self._contexts[worker]):
+        for shard in range(worker, len(calls), len(self._contexts)):
+          try:
+            results[shard] = computation(*calls[shard])
+          except Exception as e:  # a dead worker surfaces as a WorkerError, gRPC or TFF runtime error
+            detail = str(e) if isinstance(e, WorkerError) else f'{type(e).__name__}: {e}'
+            raise WorkerError(f'{self._names[worker]} failed on client shard {shard}: '
+                              f'{detail.splitlines()[0] if detail else ""}') from e
+
+    with futures.ThreadPoolExecutor(len(self._contexts)) as pool:
+      for outcome in [pool.submit(run, w) for w in range(len(self._contexts))]:
+        outcome.result()
+    return results
+
+
+def worker_binary() -> str:
+  """Path of TFF's executor service, `worker_binary`, shipped in the tensorflow-federated wheel."""
+  path = os.path.join(os.path.dirname(tff.__file__), 'data', 'worker_binary')
+  if not os.path.isfile(path):
+    raise RuntimeError(f'no TFF worker binary at {path}: is tensorflow-federated 0.87 installed?')
+  return path
+
+
+def worker_command(port: int, config: WorkerConfig) -> tuple[list[str], dict[str, str]]:
+  """(argv, environment) that start a TFF worker serving on `port` with `config`'s settings."""
+  argv = [worker_binary(), f'--port={port}',
+          f'--max_concurrent_computation_calls={config.max_concurrent_computation_calls}',
+          f'--grpc_max_message_length_megabytes={_GRPC_MAX_MESSAGE_BYTES // 1_000_000}']
+  return argv, {**os.environ, **config.worker_environment()}
+
+
+def local_workers(count: int, config: WorkerConfig | None = None, *, timeout_s: float = 30.0) -> Workers:
+  """`count` TFF workers started on this machine, each with `config`'s concurrency and thread pools;
+  killed at exit like the default context's worker (`kill_workers` and the reaper find them).
+  `timeout_s`: see `remote_workers`."""
+  if count < 1:
+    raise ValueError(f'workers must be >= 1, got {count!r}')
+  config = config or WorkerConfig()
+  set_execution_context(config)
+  addresses, processes = [], []
+  for _ in range(count):
+    port = portpicker.pick_unused_port()
+    argv, env = worker_command(port, config)
+    processes.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
+    addresses.append(f'localhost:{port}')
+  workers = remote_workers(addresses, timeout_s=timeout_s,
+                           names=[f'local worker {i} ({a})' for i, a in enumerate(addresses)])
+  workers.processes = processes
+  return workers
+
+
+def parse_address(address: str) -> tuple[str, int]:
+  """('host', port) from 'host:port'; a ValueError quotes a bad address."""
+  host, _, port = address.strip().rpartition(':')
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f'a worker address must be host:port, got {address!r}')
+  return host, int(port)
+
+
+def remote_workers(addresses: Sequence[str], *, timeout_s: float = 30.0,
+                   names: Sequence[str] = ()) -> Workers:
+  """TFF workers already running at `addresses` ('host:port', started with
+  `python -m launchers.worker --port=PORT` or TFF's `worker_binary --port=PORT` directly).
+
+  Insecure gRPC, no authentication (TFF's worker offers nothing else): a private network or an SSH
+  tunnel only. A WorkerError names an address that does not answer within `timeout_s`, at the start
+  or after a failed call (a worker that died mid-round).
+  """
+  set_execution_context()
+  contexts = []
+  for address in addresses:
+    host, port = parse_address(address)
+    stub = _FailFastStub(_connect(f'{host}:{port}', timeout_s), address, timeout_s)
+
+    def stack_fn(cardinalities, stub=stub):
+      cardinalities.setdefault(tff.CLIENTS, 0)  # a computation without CLIENTS values (as TFF's own)
+      executor = tff.framework.RemoteExecutor(stub)
+      executor.set_cardinalities(cardinalities)
+      return executor
+
+    contexts.append(tff.framework.SyncExecutionContext(
+        executor_fn=tff.framework.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn),
+        compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+        transform_args=tff.tensorflow.transform_args,
+        transform_result=tff.tensorflow.transform_result))
+  return Workers(contexts, names=list(names) or [f'worker {a}' for a in addresses])
+
+
+class _FailFastStub(tff.framework.RemoteExecutorStub):
+  """A worker's gRPC stub whose failures end the round once the worker is gone.
+
+  TFF's execution context retries a call that failed with a retryable gRPC error (UNAVAILABLE, ...)
+  for ever, waiting up to 30 s between tries: right for its own local worker, which it restarts, but
+  a dead remote worker would hang the run. Here a retryable error becomes a WorkerError (which TFF
+  does not retry) unless the worker answers again within `timeout_s`.
+  """
+
+  def __init__(self, stub, address: str, timeout_s: float):
+    self._stub, self._address, self._timeout_s = stub, address, timeout_s
+    self._gone = None  # the WorkerError once the worker is found gone: later calls fail at once
+
+  def _call(self, method: str, request):
+    if self._gone is not None:
+      raise self._gone
+    try:
+      return getattr(self._stub, method)(request)
+    except tff.framework.RetryableError as e:
+      deadline = time.monotonic() + self._timeout_s
+      while not self._stub.is_ready:
+        if time.monotonic() > deadline:
+          self._gone = WorkerError(f'the TFF worker at {self._address} stopped answering '
+                                   f'({type(e).__name__}); a run continues from its last saved '
+                                   'round with --resume')
+          raise self._gone from e
+        time.sleep(0.2)
+      raise
+
+  def get_executor(self, request):
+    return self._call('get_executor', request)
+
+  def create_value(self, request):
+    return self._call('create_value', request)
+
+  def create_struct(self, request):
+    return self._call('create_struct', request)
+
+  def create_call(self, request):
+    return self._call('create_call', request)
+
+  def create_selection(self, request):
+    return self._call('create_selection', request)
+
+  def compute(self, request):
+    return self._call('compute', request)
+
+  def dispose(self, request):
+    return self._call('dispose', request)
+
+  def dispose_executor(self, request):
+    return self._call('dispose_executor', request)
+
+  @property
+  def is_ready(self) -> bool:
+    return self._stub.is_ready
+
+
+def _connect(target: str, timeout_s: float):
+  channel = grpc.insecure_channel(target, _GRPC_CHANNEL_OPTIONS)
+  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+  deadline = time.monotonic() + timeout_s
+  while not stub.is_ready:
+    if time.monotonic() > deadline:
+      raise WorkerError(f'no TFF worker answers at {target} after {timeout_s:g} s')
+    time.sleep(0.2)
+  return stub

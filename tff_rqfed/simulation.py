@@ -71,11 +71,12 @@ class SimulationConfig:
   tensorboard: bool = False  # also release each round's metrics to TensorBoard event files
   client_fraction: float = 1.0  # share of the clients sampled to take part in each round
   track_similarity: bool = False  # Fig. 4: item-item similarity change per round (similarity_change.csv)
+  client_shards: int = 1  # a round's clients in this many shards, each summed apart (federated.sharding)
 
   def __post_init__(self):
     if not 0.0 < self.client_fraction <= 1.0:
       raise ValueError(f'client_fraction must be in (0, 1], got {self.client_fraction!r}')
-    for name in ('rounds', 'patience', 'eval_every', 'k'):
+    for name in ('rounds', 'patience', 'eval_every', 'k', 'client_shards'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)!r}')
     if self.min_rounds < 0:
@@ -221,10 +222,13 @@ class _SimilarityTracker:
     return float(blocks.mean())
 
 
-def _train_round(process, progress: _Progress, clients, split, config, round_num: int) -> dict:
+def _train_round(process, progress: _Progress, clients, split, config, round_num: int,
+                 workers=None) -> dict:
   """Runs round `round_num`, validates when due, updates `progress`; returns the rounds.csv row.
 
   Only the round's participants (`participants`) train and upload; the others keep their private state.
+  The round runs over `config.client_shards` shards on `workers` (`execution.Workers`, None: this
+  process's context).
   """
   taking_part = participants(len(clients), fraction=config.client_fraction, seed=config.seed,
                              round_num=round_num)
@@ -233,7 +237,8 @@ def _train_round(process, progress: _Progress, clients, split, config, round_num
                                         client_indices=taking_part)
   start = time.perf_counter()
   progress.state, updated, metrics = process.next(
-      progress.state, [progress.client_states[i] for i in taking_part], data, round_num=round_num)
+      progress.state, [progress.client_states[i] for i in taking_part], data, round_num=round_num,
+      shards=config.client_shards, workers=workers)
   client_states = list(progress.client_states)
   for i, client_state in zip(taking_part, updated):
     client_states[i] = client_state
@@ -267,6 +272,7 @@ def run_simulation(
     user_ids=None,
     extra_summary: dict | None = None,
     on_finish=None,
+    workers=None,
 ) -> dict:
   """Trains `process` on `clients`, early-stops on validation, writes and returns the summary.
 
@@ -275,6 +281,9 @@ def run_simulation(
 
   With `config.resume`, training continues from the last program state saved in `output_dir` (every
   `config.checkpoint_every` rounds); the result is that of an uninterrupted run.
+
+  `workers` (`execution.Workers`) run the rounds' client shards; the results depend on
+  `config.client_shards`, not on the workers.
   """
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +308,7 @@ def run_simulation(
     for round_num in bar:
       if progress.since_best >= config.patience:  # since_best only grows after min_rounds
         break
-      row = _train_round(process, progress, clients, split, config, round_num)
+      row = _train_round(process, progress, clients, split, config, round_num, workers)
       if tracker is not None:
         row['item_similarity_change'] = tracker.update(progress.state, round_num)
       metrics = {name: value for name, value in row.items() if name != 'round'}

@@ -31,7 +31,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_rqfed import execution
 from tff_rqfed.federated import communication
+from tff_rqfed.federated import sharding
 
 ClientOutput = collections.namedtuple('ClientOutput', ['upload', 'weight', 'client_state', 'metrics'])
 
@@ -303,6 +305,17 @@ def build_recommender_process(
   """
   broadcast_type = server_payload.type_signature.result
   client_work = client_computation(client_fn, broadcast_type, client_state_type)
+
+  def build_sharded_round() -> sharding.ShardedRound:
+    weighted = None if server_update is None else sharding.upload_weighting(aggregator)
+    return sharding.ShardedRound(
+        shard_computation=sharding.build_shard_computation(
+            server_state_type=server_state_type, client_state_type=client_state_type,
+            server_payload=server_payload, client_work=client_work, weighted=weighted),
+        server_update=server_update,
+        algorithm_state=algorithm_state if server_update is not None else lambda state: state,
+        with_algorithm_state=_with_algorithm_state)
+
   return RecommenderProcess(
       name=name,
       iterative_process=build_round_process(
@@ -318,6 +331,7 @@ def build_recommender_process(
       upload_type=None if server_update is None else client_work.type_signature.result.upload,
       after_round=after_round,
       item_embeddings=item_embeddings,
+      build_sharded_round=build_sharded_round,
   )
 
 
@@ -367,6 +381,14 @@ def algorithm_state(state) -> collections.OrderedDict:
   return collections.OrderedDict((k, v) for k, v in dict(state).items() if k != AGGREGATOR_STATE)
 
 
+def _with_algorithm_state(state, algorithm_fields) -> collections.OrderedDict:
+  """`state` with its algorithm's fields replaced by `algorithm_fields` (the aggregator's state kept)."""
+  new_state = collections.OrderedDict(dict(algorithm_fields))
+  if AGGREGATOR_STATE in dict(state):
+    new_state[AGGREGATOR_STATE] = dict(state)[AGGREGATOR_STATE]
+  return new_state
+
+
 @dataclasses.dataclass
 class RecommenderProcess:
   """A federated recommender: the TFF process plus server program logic and evaluation hooks.
@@ -388,6 +410,9 @@ class RecommenderProcess:
       server's update from them, (state, uploads: list) -> state, run before `after_round`.
     item_embeddings: state -> float32[I, d], the global item table the server can form (FedMF's
       table; RQFedRec's Eq. 9 reconstruction from the codebooks), or None (Fig. 4's tracking).
+    build_sharded_round: () -> `sharding.ShardedRound`, the same round over client shards (`next`
+      with `shards` > 1 or several workers), or None where the round cannot be split (a round that
+      collects every upload). Built on first use.
   """
 
   name: str
@@ -402,6 +427,8 @@ class RecommenderProcess:
   after_round: Callable[..., tuple[Any, dict]] | None = None
   collect: Callable[..., Any] | None = None
   item_embeddings: Callable[..., np.ndarray] | None = None
+  build_sharded_round: Callable[[], sharding.ShardedRound] | None = None
+  _sharded_round: sharding.ShardedRound | None = dataclasses.field(default=None, init=False, repr=False)
 
   def initialize(self):
     return self.iterative_process.initialize()
@@ -410,17 +437,38 @@ class RecommenderProcess:
     """What round `state` broadcasts: `server_payload` of the algorithm's part of the state."""
     return self.server_payload(algorithm_state(state))
 
-  def next(self, state, client_states, client_data, *, round_num: int):
-    """Runs round `round_num` (1-based); returns (state, client_states, metrics dict)."""
-    outputs = self.iterative_process.next(state, client_states, client_data)
-    state, client_states, metrics = outputs[:3]
-    if self.collect is not None:
-      state = self.collect(state, list(outputs[3]))
+  def next(self, state, client_states, client_data, *, round_num: int, shards: int = 1,
+           workers: execution.Workers | None = None):
+    """Runs round `round_num` (1-based); returns (state, client_states, metrics dict).
+
+    With `shards` > 1 or `workers` given, the round runs over that many client shards
+    (`sharding.ShardedRound`, at least one per worker), each on one of `workers`.
+    """
+    if shards == 1 and workers is None:
+      outputs = self.iterative_process.next(state, client_states, client_data)
+      state, client_states, metrics = outputs[:3]
+      if self.collect is not None:
+        state = self.collect(state, list(outputs[3]))
+    else:
+      workers = workers or execution.Workers()
+      state, client_states, metrics = self.sharded_round.run(
+          state, client_states, client_data, shards=max(shards, workers.count), workers=workers)
     metrics = {key: float(value) for key, value in dict(metrics).items()}
     if self.after_round is not None:
       state, info = self.after_round(state, round_num)
       metrics.update(info)
     return state, list(client_states), metrics
+
+  @property
+  def sharded_round(self) -> sharding.ShardedRound:
+    """The round over client shards (built on first use); a ValueError names a round that cannot be
+    split."""
+    if self._sharded_round is None:
+      if self.build_sharded_round is None:
+        raise ValueError(f'{self.name} cannot run over client shards or several workers: its round '
+                         'collects every client\'s upload')
+      self._sharded_round = self.build_sharded_round()
+    return self._sharded_round
 
   def run(self, clients, rounds: int, *, seed: int = 0):
     """Rounds 1..`rounds` from the initial state, without evaluation (`simulation.run_simulation`
