@@ -31,6 +31,7 @@ import portpicker
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_rqfed import devices
 from tff_rqfed.worker_processes import worker_pids
 
 _installed = False
@@ -155,6 +156,7 @@ def set_execution_context(config: WorkerConfig | None = None) -> None:
   """
   global _installed
   config = config or WorkerConfig()
+  devices.configure()  # GPU memory growth, before this process's TF runtime starts
   tf.constant(0)  # initialises this process's TF runtime before the worker's variables are set
   for key, value in config.worker_environment().items():
     os.environ.setdefault(key, value)

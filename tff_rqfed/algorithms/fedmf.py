@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_rqfed import devices
 from tff_rqfed import random_streams
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import privacy
@@ -89,7 +90,7 @@ def build_fedmf(
 
   def scores(state, client_states, clients, num_users):
     users = cw.stack_users(client_states, clients, num_users, embedding_dim)
-    return users @ np.asarray(state['item_embeddings']).T
+    return devices.score_matrix(users, np.asarray(state['item_embeddings']))
 
   return process.build_recommender_process(
       name='fedmf', initial_state=initial_state, server_state_type=state_type,

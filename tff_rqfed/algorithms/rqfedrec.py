@@ -63,6 +63,7 @@ from sklearn import decomposition
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_rqfed import devices
 from tff_rqfed import random_streams
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import privacy
@@ -193,11 +194,12 @@ def quantise(points, *, config: RQConfig, seed: int, channel: int = cb.SEMANTIC)
   if 0 < config.kmeans_dim < min(points.shape):  # PCA has at most min(I, d) components.
     pca = decomposition.PCA(n_components=config.kmeans_dim, svd_solver='full')
     clustered = pca.fit_transform(points).astype(np.float32)
-  if config.code_ids == 'rq_vae':
-    codes, _ = rq_vae.rq_vae_codes(clustered, levels=config.levels,
-                                   codes_per_level=config.codes_per_level, seed=seed)
-    return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
-  result = rq_kmeans.rq_kmeans(clustered, **options)
+  with devices.stage('semantic_ids' if channel == cb.SEMANTIC else 'rq_kmeans_refresh'):
+    if config.code_ids == 'rq_vae':
+      codes, _ = rq_vae.rq_vae_codes(clustered, levels=config.levels,
+                                     codes_per_level=config.codes_per_level, seed=seed)
+      return codes, rq_kmeans.residual_centres(points, codes, codes_per_level=config.codes_per_level)
+    result = rq_kmeans.rq_kmeans(clustered, **options)
   codes = result.codes.astype(np.int32)
   if config.unique_codes:
     codes = rq_kmeans.make_codes_unique(clustered, codes, result.centres)
@@ -347,7 +349,7 @@ def build_rqfedrec(
 
   def scores(state, client_states, clients, num_users):
     users = cw.stack_users(client_states, clients, num_users, d)
-    return users @ item_embeddings(state).T
+    return devices.score_matrix(users, item_embeddings(state))
 
   return process.build_recommender_process(
       name='rqfedrec', initial_state=initial_state, server_state_type=state_type,
