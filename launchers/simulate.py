@@ -75,6 +75,9 @@ _WORKERS = flags.DEFINE_string(
     'workers', None, 'TFF workers that run the client shards: N (start N on this machine) or '
     'host:port,... (started with python -m launchers.worker); default one local worker. The results '
     'depend on --client_shards, not on the workers.')
+_WORKER_TIMEOUT = flags.DEFINE_float(
+    'worker_timeout', 30.0, 'Seconds a --workers worker may take to answer at the start or after a '
+    'failed call before the run stops with an error.', lower_bound=0.1)
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
 _CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).', lower_bound=1)
 _ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.', lower_bound=1)
@@ -361,16 +364,16 @@ def start_workers():
   if spec is None:
     return None
   if isinstance(spec, int):
-    return execution.local_workers(spec)
+    return execution.local_workers(spec, timeout_s=_WORKER_TIMEOUT.value)
   try:
-    return execution.remote_workers(spec)
+    return execution.remote_workers(spec, timeout_s=_WORKER_TIMEOUT.value)
   except execution.WorkerError as e:
     _fail(f'--workers: {e}')
 
 
 # Flags that do not change a run's results: a folder's run is the same run whatever their values.
 _RUN_INDEPENDENT_FLAGS = ('output_dir', 'progress', 'overwrite', 'resume', 'checkpoint_every',
-                          'tensorboard', 'workers')
+                          'tensorboard', 'workers', 'worker_timeout')
 
 
 def check_output_dir(output_dir: pathlib.Path, flag_values: dict) -> None:

@@ -116,3 +116,73 @@ def test_results_files_are_readable_like_any_file_the_user_creates(runs):
   for name in ('summary.json', 'rounds.csv', 'flags.json'):
     mode = (runs['root'] / 'whole' / name).stat().st_mode & 0o777
     assert mode == 0o666 & ~umask, (name, oct(mode))
+
+
+# A TFF worker of `--workers=host:port` that dies mid-run (execution.remote_workers).
+
+def _start_worker(port: int) -> subprocess.Popen:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.Popen([sys.executable, '-m', 'launchers.worker', f'--port={port}'], cwd=REPO, env=env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(process: subprocess.Popen) -> None:
+  process.kill()
+  process.wait()
+
+
+@pytest.fixture(scope='module')
+def worker_death(tmp_path_factory):
+  import portpicker
+
+  root = tmp_path_factory.mktemp('worker_death')
+  interactions_file = root / 'synthetic.tsv'
+  _write_interactions(interactions_file)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  fedmf = ['--algorithm=fedmf', '--rounds=16', '--worker_timeout=3']
+  # the uninterrupted run: one local worker, so one client shard, as one remote worker gives
+  whole = subprocess.run(_command(root / 'whole', interactions_file, *fedmf, '--workers=1'), cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=600)
+  first_port, second_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
+  worker = _start_worker(first_port)
+  killed_dir = root / 'killed'
+  proc = subprocess.Popen(_command(killed_dir, interactions_file, *fedmf, f'--workers=localhost:{first_port}'),
+                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while _rounds_done(killed_dir) < 7 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  _stop(worker)
+  try:
+    _, stderr = proc.communicate(timeout=120)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    pytest.fail('the run did not stop after its worker died')
+  worker = _start_worker(second_port)
+  try:
+    resumed = subprocess.run(
+        _command(killed_dir, interactions_file, *fedmf, f'--workers=localhost:{second_port}', '--resume'),
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  finally:
+    _stop(worker)
+  return {'whole': whole, 'killed': (proc.returncode, stderr), 'resumed': resumed, 'root': root,
+          'port': first_port}
+
+
+def test_a_dead_worker_stops_the_run_with_one_line_naming_it(worker_death):
+  code, stderr = worker_death['killed']
+  lines = [line for line in stderr.strip().splitlines() if line.startswith('error: ')]
+  assert code == 1, stderr[-3000:]
+  assert len(lines) == 1 and f"localhost:{worker_death['port']}" in lines[0] and 'stopped answering' in lines[0]
+
+
+def test_a_run_whose_worker_died_resumes_on_another_worker_to_the_uninterrupted_result(worker_death):
+  assert worker_death['whole'].returncode == 0, worker_death['whole'].stderr[-3000:]
+  assert worker_death['resumed'].returncode == 0, worker_death['resumed'].stderr[-3000:]
+  whole = json.loads((worker_death['root'] / 'whole' / 'summary.json').read_text())
+  resumed = json.loads((worker_death['root'] / 'killed' / 'summary.json').read_text())
+  assert resumed['resumed_from_round'] >= 6
+  for key in ('test', 'test_paper', 'best_round', 'rounds_run'):
+    assert resumed[key] == whole[key], key
+  rounds = [pd.read_csv(worker_death['root'] / name / 'rounds.csv').drop(columns='seconds')
+            for name in ('whole', 'killed')]
+  pd.testing.assert_frame_equal(rounds[0], rounds[1])
