@@ -422,9 +422,6 @@ def note_users_without_interactions(split) -> None:
 
 
 LAPLACE_ALGORITHMS = ('fedmf', 'rqfedrec')  # FedCIA has its own noise: --fedcia_noise
-# Algorithms whose local training skips the cold items' negatives (client_work.train_on_items), and
-# MostPop (no training). The others' samplers would still draw cold items as negatives.
-COLD_ITEM_ALGORITHMS = ('mostpop', 'mf_local', 'fedmf', 'fedcia', 'rqfedrec')
 
 
 def check_algorithm_flags() -> None:
@@ -433,9 +430,6 @@ def check_algorithm_flags() -> None:
     raise app.UsageError(f'--attack applies to {", ".join(attack.ATTACKED)}, not --algorithm={_ALGORITHM.value}')
   if (_LAPLACE.value > 0 or _LAPLACE_CLIP.value > 0) and _ALGORITHM.value not in LAPLACE_ALGORITHMS:
     raise app.UsageError(f'--laplace_scale and --laplace_clip apply to {", ".join(LAPLACE_ALGORITHMS)}, '
-                         f'not --algorithm={_ALGORITHM.value}')
-  if _COLD_ITEM_RATIO.value > 0 and _ALGORITHM.value not in COLD_ITEM_ALGORITHMS:
-    raise app.UsageError(f'--cold_item_ratio applies to {", ".join(COLD_ITEM_ALGORITHMS)}, '
                          f'not --algorithm={_ALGORITHM.value}')
   if _TRACK_SIMILARITY.value and _ALGORITHM.value not in ('fedmf', 'rqfedrec'):
     raise app.UsageError('--track_similarity applies to fedmf, rqfedrec (a server-side item table), '

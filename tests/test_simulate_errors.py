@@ -67,8 +67,6 @@ def _cases(tmp_path):
       'negative delta': (file + ['--laplace_scale=-0.1'], ['--laplace_scale', '-0.1']),
       'd = 0': (file + ['--embedding_dim=0'], ['--embedding_dim', '0']),
       'unknown algorithm': (file + ['--algorithm=fedavg'], ['--algorithm', 'fedavg']),
-      'cold items for a sampler that draws them': (file + ['--algorithm=fedncf', '--cold_item_ratio=0.1'],
-                                                   ['--cold_item_ratio', 'fedncf']),
       'cold item ratio of 1': (file + ['--cold_item_ratio=1'], ['--cold_item_ratio', '1']),
       'client sampling for GPFedRec': (file + ['--algorithm=gpfedrec', '--client_fraction=0.5'],
                                        ['--client_fraction', '0.5']),
@@ -88,7 +86,7 @@ def _cases(tmp_path):
 CASES = ['misspelled column', 'missing column', 'empty file', 'no interaction file', 'item file lacks items',
          'more clients than users', 'M above the item count', 'default M above the item count', 'L = 0',
          'tau = 0', 'negative delta', 'd = 0', 'unknown algorithm',
-         'cold items for a sampler that draws them', 'cold item ratio of 1', 'client sampling for GPFedRec',
+         'cold item ratio of 1', 'client sampling for GPFedRec',
          'client fraction of 0', 'similarity tracking without a server table',
          'more client shards than clients in a round', 'fewer client shards than workers',
          'a worker address without a port', 'client shards for GPFedRec']

@@ -52,7 +52,7 @@ def client_update(shared, user_embeddings, data, *, training: cw.LocalTraining):
       user_embeddings, shared['items'], list(shared['dense']), data['local_users'], data['items'],
       data['seed'], epochs=training.epochs, batch_size=training.batch_size,
       num_negatives=training.num_negatives, learning_rate=training.learning_rate,
-      weight_decay=training.weight_decay)
+      weight_decay=training.weight_decay, excluded_items=data['excluded_items'])
   return process.ClientOutput(
       upload=collections.OrderedDict(items=items, dense=dense), weight=cw.example_weight(data),
       client_state=users, metrics=cw.metrics(loss=loss))

@@ -88,7 +88,8 @@ def client_update(payload, client_state, data, *, training: cw.LocalTraining):
       client_state['score_functions'], client_state['personal_items'], payload['item_commonality'],
       data['local_users'], data['items'], data['seed'], lam=payload['lam'], mu=payload['mu'],
       epochs=training.epochs, batch_size=training.batch_size, num_negatives=training.num_negatives,
-      learning_rate=training.learning_rate, weight_decay=training.weight_decay)
+      learning_rate=training.learning_rate, weight_decay=training.weight_decay,
+      excluded_items=data['excluded_items'])
   return process.ClientOutput(
       upload=common, weight=cw.example_weight(data),
       client_state=collections.OrderedDict(score_functions=scores, personal_items=personal),

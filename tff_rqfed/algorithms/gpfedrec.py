@@ -109,7 +109,7 @@ def client_update(payload, personal, data, *, training: cw.LocalTraining,
       personal, payload['shared'], payload['own'], data['local_users'], data['items'], data['seed'],
       hidden_units=hidden_units, reg=reg, epochs=training.epochs, batch_size=training.batch_size,
       num_negatives=training.num_negatives, learning_rate=training.learning_rate,
-      weight_decay=training.weight_decay)
+      weight_decay=training.weight_decay, excluded_items=data['excluded_items'])
   return process.ClientOutput(upload=items, weight=cw.example_weight(data), client_state=personal,
                               metrics=cw.metrics(loss=loss, bce=bce))
 

@@ -77,7 +77,7 @@ def client_update(item_embeddings, client_state, data, *, training: cw.LocalTrai
       data['seed'], epochs=training.epochs, batch_size=training.batch_size,
       num_negatives=training.num_negatives, learning_rate=training.learning_rate,
       item_learning_rate=training.learning_rate * item_learning_rate_scale,
-      weight_decay=training.weight_decay)
+      weight_decay=training.weight_decay, excluded_items=data['excluded_items'])
   return process.ClientOutput(
       upload=items, weight=cw.example_weight(data),
       client_state=collections.OrderedDict(score_functions=scores, item_embeddings=items),

@@ -55,7 +55,7 @@ def objective(labels, score_rows, personal_rows, common_rows, *, lam, mu):
 
 def train_local(score_functions, personal, common, local_users, positives, seed, *, lam, mu,
                 epochs: int, batch_size: int, num_negatives: int, learning_rate: float,
-                weight_decay: float = 0.0):
+                weight_decay: float = 0.0, excluded_items=None):
   """Minimises `objective` on one client's data with row-sparse Adam on all three tables.
 
   Adam's moments start at zero (one optimiser per call); `weight_decay` is added to the gradient of
@@ -67,6 +67,7 @@ def train_local(score_functions, personal, common, local_users, positives, seed,
     common: float32[I, d] the broadcast global item table C.
     local_users, positives: int32[n] the client's training positives.
     seed: int[2] stateless seed (negatives and order, `mf.epoch_examples`).
+    excluded_items: int32[C] items never drawn as negatives (cold items), or None (`mf.round_examples`).
     lam, mu: float32 scalars, this round's regulariser weights.
 
   Returns:
@@ -76,7 +77,7 @@ def train_local(score_functions, personal, common, local_users, positives, seed,
   num_users, num_items = tf.shape(score_functions)[0], tf.shape(common)[0]
   examples = mf.round_examples(local_users, positives, num_users=num_users, num_items=num_items,
                                epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
-                               seed=seed)
+                               seed=seed, excluded_items=excluded_items)
   batch_users, batch_items, labels = examples.users, examples.items, examples.labels
   touched, compact_items = tf.unique(batch_items)
   adam = dict(learning_rate=learning_rate, weight_decay=weight_decay, in_place=True)

@@ -113,6 +113,7 @@ def train_local(
     num_negatives: int,
     learning_rate: float,
     weight_decay: float,
+    excluded_items=None,
 ):
   """GPFedRec's local training on one client (see module docstring).
 
@@ -122,6 +123,7 @@ def train_local(
     target: float32[I, d] R_k, the graph-aggregated table the regulariser pulls toward.
     local_users, positives: int32[n] the client's training positives.
     seed: int32[2] stateless seed (negatives and order, `mf.epoch_examples`).
+    excluded_items: int32[C] items never drawn as negatives (cold items), or None (`mf.round_examples`).
 
   Returns:
     (personal, items, mean_loss: float32 mean over steps of BCE + reg * MSE, mean_bce: float32).
@@ -130,7 +132,7 @@ def train_local(
   num_users, num_items = tf.shape(personal)[0], tf.shape(items)[0]
   examples = mf.round_examples(local_users, positives, num_users=num_users, num_items=num_items,
                                epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
-                               seed=seed)
+                               seed=seed, excluded_items=excluded_items)
   touched, compact_positions = tf.unique(examples.items)
   compact_target = tf.gather(target, touched)
   table_size = tf.cast(num_items * d, tf.float32)

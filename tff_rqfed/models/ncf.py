@@ -73,7 +73,8 @@ def dense_adam(weights, m, v, grads, *, step, learning_rate: float, weight_decay
 
 
 def train_local(users, items, dense_weights, local_users, positives, seed, *, epochs: int,
-                batch_size: int, num_negatives: int, learning_rate: float, weight_decay: float = 0.0):
+                batch_size: int, num_negatives: int, learning_rate: float, weight_decay: float = 0.0,
+                excluded_items=None):
   """BCE with sampled negatives on one client; Adam (row-sparse on the tables, dense on the MLP).
 
   Args:
@@ -82,6 +83,7 @@ def train_local(users, items, dense_weights, local_users, positives, seed, *, ep
     dense_weights: list of float32 tensors in `dense_shapes` order (shared).
     local_users, positives: int32[n] the client's training positives.
     seed: int[2] stateless seed (negatives and order, `mf.epoch_examples`).
+    excluded_items: int32[C] items never drawn as negatives (cold items), or None (`mf.round_examples`).
 
   Returns:
     (users, items, dense_weights, mean_loss: float32).
@@ -89,7 +91,7 @@ def train_local(users, items, dense_weights, local_users, positives, seed, *, ep
   num_users, num_items = tf.shape(users)[0], tf.shape(items)[0]
   examples = mf.round_examples(local_users, positives, num_users=num_users, num_items=num_items,
                                epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
-                               seed=seed)
+                               seed=seed, excluded_items=excluded_items)
   batch_users, batch_items, labels = examples.users, examples.items, examples.labels
   touched, compact_items = tf.unique(batch_items)
   num_dense = len(dense_weights)

@@ -107,6 +107,7 @@ def train_local(
     learning_rate: float,
     item_learning_rate: float,
     weight_decay: float,
+    excluded_items=None,
 ):
   """PFedRec's local training on one client (see module docstring).
 
@@ -115,6 +116,7 @@ def train_local(
     items: float32[I, d] the item table the client starts from (the broadcast).
     local_users, positives: int32[n] the client's training positives.
     seed: int32[2] stateless seed (negatives and order, `mf.epoch_examples`).
+    excluded_items: int32[C] items never drawn as negatives (cold items), or None (`mf.round_examples`).
     learning_rate, item_learning_rate: Adam learning rates of the score functions and the items.
 
   Returns:
@@ -124,7 +126,7 @@ def train_local(
   num_users, num_items = tf.shape(score_functions)[0], tf.shape(items)[0]
   examples = mf.round_examples(local_users, positives, num_users=num_users, num_items=num_items,
                                epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
-                               seed=seed)
+                               seed=seed, excluded_items=excluded_items)
   batch_users, batch_items, labels = examples.users, examples.items, examples.labels
   touched, compact_items = tf.unique(batch_items)
 
