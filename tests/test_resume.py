@@ -139,7 +139,7 @@ def worker_death(tmp_path_factory):
   interactions_file = root / 'synthetic.tsv'
   _write_interactions(interactions_file)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  fedmf = ['--algorithm=fedmf', '--rounds=16', '--worker_timeout=3']
+  fedmf = ['--algorithm=fedmf', '--rounds=10', '--worker_timeout=3']
   # the uninterrupted run: one local worker, so one client shard, as one remote worker gives
   whole = subprocess.run(_command(root / 'whole', interactions_file, *fedmf, '--workers=1'), cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=600)
@@ -149,7 +149,7 @@ def worker_death(tmp_path_factory):
   proc = subprocess.Popen(_command(killed_dir, interactions_file, *fedmf, f'--workers=localhost:{first_port}'),
                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
-  while _rounds_done(killed_dir) < 7 and proc.poll() is None and time.time() < deadline:
+  while _rounds_done(killed_dir) < 5 and proc.poll() is None and time.time() < deadline:
     time.sleep(0.02)
   _stop(worker)
   try:
@@ -180,7 +180,7 @@ def test_a_run_whose_worker_died_resumes_on_another_worker_to_the_uninterrupted_
   assert worker_death['resumed'].returncode == 0, worker_death['resumed'].stderr[-3000:]
   whole = json.loads((worker_death['root'] / 'whole' / 'summary.json').read_text())
   resumed = json.loads((worker_death['root'] / 'killed' / 'summary.json').read_text())
-  assert resumed['resumed_from_round'] >= 6
+  assert 4 <= resumed['resumed_from_round'] < 10
   for key in ('test', 'test_paper', 'best_round', 'rounds_run'):
     assert resumed[key] == whole[key], key
   rounds = [pd.read_csv(worker_death['root'] / name / 'rounds.csv').drop(columns='seconds')

@@ -107,3 +107,29 @@ def test_a_cell_folder_moved_away_leaves_cells_csv_at_the_next_write(tmp_path):
   merged = cells.merge_csv(pd.DataFrame({'cell': ['fedmf-s0'], 'x': [3]}), tmp_path / 'cells.csv')
   assert merged.to_dict('list') == {'cell': ['fedmf-s0'], 'x': [3]}
   assert pd.read_csv(tmp_path / 'cells.csv').to_dict('list') == {'cell': ['fedmf-s0'], 'x': [3]}
+
+
+def test_runners_merging_into_one_sweep_csv_at_once_keep_every_line(tmp_path, monkeypatch):
+  import threading
+  import time
+
+  import pandas as pd
+  names = [f'method{k}-s0' for k in range(6)]
+  for cell in names:
+    (tmp_path / cell).mkdir()
+    (tmp_path / cell / 'summary.json').write_text('{}')
+  write = cells.write_atomic
+
+  def slow_write(path, text):  # widens the read-merge-write window a second runner could fall into
+    time.sleep(0.05)
+    write(path, text)
+
+  monkeypatch.setattr(cells, 'write_atomic', slow_write)
+  threads = [threading.Thread(target=cells.merge_csv,
+                              args=(pd.DataFrame({'cell': [name], 'x': [k]}), tmp_path / 'cells.csv'))
+             for k, name in enumerate(names)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert sorted(pd.read_csv(tmp_path / 'cells.csv')['cell']) == names

@@ -185,10 +185,14 @@ def merge_csv(frame: pd.DataFrame, path: pathlib.Path) -> pd.DataFrame:
 
   A line whose cell folder (beside the CSV) no longer holds a summary.json is dropped: a folder moved
   away or deleted takes its results with it, so the tables show only results that can be checked.
+  Runners on the same sweep folder at once (two tables, say) merge one after another: the read, merge
+  and write hold an exclusive lock on `<path>.lock`, so neither loses the other's lines.
   """
-  if path.exists():
-    frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates('cell', keep='last')
-  frame = frame[[(path.parent / cell / 'summary.json').exists() for cell in frame['cell']]]
-  frame = frame.sort_values('cell').reset_index(drop=True)
-  write_atomic(path, frame.to_csv(index=False))
+  with open(path.with_name(path.name + '.lock'), 'a') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if path.exists():
+      frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates('cell', keep='last')
+    frame = frame[[(path.parent / cell / 'summary.json').exists() for cell in frame['cell']]]
+    frame = frame.sort_values('cell').reset_index(drop=True)
+    write_atomic(path, frame.to_csv(index=False))
   return frame
