@@ -47,12 +47,17 @@ def _rounds_done(output_dir) -> int:
     return 0
 
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  root = tmp_path_factory.mktemp('resume')
+def _sweep_folder(tmp_path_factory, name: str):
+  """(folder, its synthetic interaction file, the runs' environment)."""
+  root = tmp_path_factory.mktemp(name)
   interactions_file = root / 'synthetic.tsv'
   _write_interactions(interactions_file)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return root, interactions_file, dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  root, interactions_file, env = _sweep_folder(tmp_path_factory, 'resume')
   whole = subprocess.run(_command(root / 'whole', interactions_file), cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
   killed_dir = root / 'killed'
@@ -135,10 +140,7 @@ def _stop(process: subprocess.Popen) -> None:
 def worker_death(tmp_path_factory):
   import portpicker
 
-  root = tmp_path_factory.mktemp('worker_death')
-  interactions_file = root / 'synthetic.tsv'
-  _write_interactions(interactions_file)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  root, interactions_file, env = _sweep_folder(tmp_path_factory, 'worker_death')
   fedmf = ['--algorithm=fedmf', '--rounds=10', '--worker_timeout=3']
   # the uninterrupted run: one local worker, so one client shard, as one remote worker gives
   whole = subprocess.run(_command(root / 'whole', interactions_file, *fedmf, '--workers=1'), cwd=REPO,
