@@ -7,6 +7,7 @@ Algorithms: `rqfedrec` (Alg. 1), `fedmf` (ID-indexed FedAvg of the item table), 
 `fedncf` (federated NeuMF), `pfedrec` (private score functions, unweighted item-table mean) and
 `fedrap` (private additive item table D, global C), `gpfedrec` (private MLPs, per-client
 graph-aggregated targets), `fedcia` (private tables, mean item-item similarity, alignment),
+`fedalphafuse` (Table 5: frozen standardised text embeddings plus a shared null-space ID table),
 `mf_local` (no aggregation) and `mostpop` (train popularity, no training: the reference row every
 method must beat).
 `--dataset=file` reads `--interactions_file` (and optionally `--item_file`) with the generic loader.
@@ -31,7 +32,8 @@ from tff_rqfed import execution
 from tff_rqfed import hyperparameters
 from tff_rqfed import results_io
 from tff_rqfed import simulation
-from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec, rqfedrec
+from tff_rqfed.algorithms import fedalphafuse, fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec
+from tff_rqfed.algorithms import rqfedrec
 from tff_rqfed.data import cold_items, interactions, movielens, noise, partition, protocols, text
 from tff_rqfed.evaluation import attack
 from tff_rqfed.evaluation import popularity
@@ -39,8 +41,8 @@ from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import privacy
 from tff_rqfed.semantic import encoders
 
-ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'gpfedrec', 'fedcia', 'mf_local',
-              'mostpop')
+ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'gpfedrec', 'fedcia', 'fedalphafuse',
+              'mf_local', 'mostpop')
 # Flag defaults come from the option classes, so the launcher and the library cannot drift apart.
 _TRAINING = cw.LocalTraining()
 _RQ = rqfedrec.RQConfig()
@@ -185,6 +187,11 @@ _GPFEDREC_SIMILARITY = flags.DEFINE_enum(
     'gpfedrec_similarity', 'cosine', list(gpfedrec.SIMILARITIES),
     "GPFedRec: 'cosine' (the paper) or 'released_distance' (the released code's cosine distance).")
 # FedCIA (similarity aggregation).
+_ALPHAFUSE_NULL_DIM = flags.DEFINE_integer(
+    'alphafuse_null_dim', fedalphafuse.DEFAULT_NULL_DIM,
+    "FedAlphaFuse: n, the ID embedding's axes (the language part's lowest-variance ones).", lower_bound=1)
+_ALPHAFUSE_ID_INIT = flags.DEFINE_enum('alphafuse_id_init', 'zeros', list(fedalphafuse.ID_INITS),
+                                       'FedAlphaFuse: initial ID embeddings (zeros, or N(0, 1)).')
 _FEDCIA_ALIGN_STEPS = flags.DEFINE_integer(
     'fedcia_align_steps', fedcia.DEFAULT_ALIGN_STEPS,
     'FedCIA: SGD steps aligning a client item table to the mean similarity (released code: 100).')
@@ -268,6 +275,10 @@ def build_process(dataset, seed: int, num_clients: int):
                                noise_scale=_FEDCIA_NOISE.value, **common)
   if _ALGORITHM.value == 'pfedrec':
     return pfedrec.build_pfedrec(item_learning_rate_scale=_PFEDREC_ITEM_LR_SCALE.value, **common)
+  if _ALGORITHM.value == 'fedalphafuse':
+    return fedalphafuse.build_fedalphafuse(
+        language_embeddings=item_text_embeddings(dataset), null_dim=_ALPHAFUSE_NULL_DIM.value,
+        id_init=_ALPHAFUSE_ID_INIT.value, **common)
   codes = codes_per_level(dataset)
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,
@@ -282,14 +293,15 @@ def build_process(dataset, seed: int, num_clients: int):
       semantic_init=_SEMANTIC_INIT.value, kmeans_dim=_KMEANS_DIM.value,
       unique_codes=_UNIQUE_CODES.value, code_ids=_CODE_IDS.value,
   )
-  text_embeddings = None
-  if config.channels != 'collaborative':
-    cache_dir = _DATA_DIR.value or movielens.default_cache_dir()
-    text_embeddings = encoders.item_text_embeddings(
-        text.item_texts(dataset), dataset_name=dataset.name, encoder=_ENCODER.value,
-        cache_dir=cache_dir,
-    )
+  text_embeddings = None if config.channels == 'collaborative' else item_text_embeddings(dataset)
   return rqfedrec.build_rqfedrec(text_embeddings=text_embeddings, config=config, **common)
+
+
+def item_text_embeddings(dataset):
+  """float32[I, d_l] embeddings of the items' texts (--encoder; cached under the data folder)."""
+  return encoders.item_text_embeddings(
+      text.item_texts(dataset), dataset_name=dataset.name, encoder=_ENCODER.value,
+      cache_dir=_DATA_DIR.value or movielens.default_cache_dir())
 
 
 def run_mostpop(dataset, split, output_dir):

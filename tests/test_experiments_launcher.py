@@ -37,6 +37,7 @@ def sweep(tmp_path_factory):
        'privacy': ('--analysis=privacy', '--methods=fedmf-attack-delta0.02'),
        'budget': ('--analysis=budget', '--methods=fedmf-d32')},
       {'table3': ('--table=3', '--methods=pfedrec'),
+       'table5': ('--table=5', '--methods=fedalphafuse'),
        'table6': ('--table=6', '--methods=rqfedrec-hash'),
        'table4': ('--table=4',),
        'sparse': ('--analysis=sparse', '--methods=rqfedrec-frac0.5'),
@@ -75,8 +76,10 @@ def test_table_run_writes_cells_csv_and_the_table_beside_the_papers(sweep):
 
 def test_each_table_and_the_grid_run_their_own_cells(sweep):
   root, runs = sweep
-  for name in ('table3', 'table6', 'grid'):
+  for name in ('table3', 'table5', 'table6', 'grid'):
     _ok(runs[name])
+  assert json.loads((root / 'fedalphafuse-s0/flags.json').read_text())['alphafuse_null_dim'] == 4
+  assert '| FedAlphaFuse | 1 |' in (root / 'table5.md').read_text()
   assert json.loads((root / 'per_user/pfedrec-s0/flags.json').read_text())['partition'] == 'per_user'
   assert json.loads((root / 'rqfedrec-hash-s0/flags.json').read_text())['code_ids'] == 'hash'
   assert '| PFedRec | 1 |' in (root / 'table3.md').read_text()
@@ -223,7 +226,7 @@ def test_dry_run_lists_finished_and_unfinished_cells(sweep):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 6, 7, 8]'),
+    (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 5, 6, 7, 8]'),
     (['--figure=5'], 'error: --figure=5 is not implemented; implemented figures: [3, 4]'),
     (['--grid'], 'error: --grid needs --methods'),
     (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N, --figure=N, --analysis=NAME or --grid'),

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed.algorithms import fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec, rqfedrec
+from tff_rqfed.algorithms import (fedalphafuse, fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec,
+                                  rqfedrec)
 from tff_rqfed.data import partition
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import communication
@@ -181,6 +182,8 @@ SERVER_ALLOW_LIST = {
     'fedrap': _state_and_metrics(
         {'item_commonality': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss', 'bce']),
     'mf_local': _state_and_metrics({'round_num': 'int32'}, ['loss']),
+    'fedalphafuse': _state_and_metrics(
+        {'id_table': f'float32[{NUM_ITEMS},{D // 2}]', 'round_num': 'int32'}, ['loss']),
     'pfedrec': _state_and_metrics(
         {'item_embeddings': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss']),
     'rqfedrec': _state_and_metrics(
@@ -195,6 +198,8 @@ def _processes():
   text = np.random.default_rng(0).normal(size=(NUM_ITEMS, 16)).astype(np.float32)
   config = rqfedrec.RQConfig(levels=L, codes_per_level=M, kmeans_iterations=5)
   return {
+      'fedalphafuse': fedalphafuse.build_fedalphafuse(num_items=NUM_ITEMS, language_embeddings=text,
+                                                      embedding_dim=D, null_dim=D // 2),
       'fedcia': fedcia.build_fedcia(num_items=NUM_ITEMS, embedding_dim=D),
       'fedmf': fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedncf': fedncf.build_fedncf(num_items=NUM_ITEMS, embedding_dim=D),
@@ -229,6 +234,24 @@ def test_server_placed_values_are_exactly_the_allow_listed_shared_state_and_metr
     assert result[3].member == processes[name].upload_type
   client_state = _leaves(result[1].member, '')  # a user table: one row per user of the client
   assert params[1] == result[1] and any(t.startswith('float32[?,') for t in client_state.values())
+
+
+@pytest.mark.parametrize('name', sorted(set(SERVER_ALLOW_LIST) - {'gpfedrec'}))
+def test_a_client_shard_places_only_the_state_and_sums_of_uploads_and_metrics_at_the_server(processes, name):
+  # The sharded round (federated.sharding) returns each shard's sums at SERVER instead of the mean:
+  # the same uploads and metrics, weighted and added; nothing else may appear there.
+  process = processes[name]
+  signature = process.sharded_round.shard_computation.type_signature
+  state = {k[len('/server_state'):]: v for k, v in SERVER_ALLOW_LIST[name].items()
+           if k.startswith('/server_state/')}
+  metrics = {k[len('/2'):]: v for k, v in SERVER_ALLOW_LIST[name].items() if k.startswith('/2/')}
+  expected = {f'/state{k}': v for k, v in state.items()}
+  expected.update({f'/0/metrics{k}': v for k, v in metrics.items()})
+  expected['/0/metrics_weight'] = 'float32'
+  if process.upload_type is not None:
+    expected.update(_leaves(process.upload_type, '/0/upload'))
+    expected['/0/upload_weight'] = 'float32'
+  assert _server_leaves(signature) == expected
 
 
 def test_allow_list_check_catches_a_user_table_or_a_personal_item_table_at_server():

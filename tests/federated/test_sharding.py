@@ -109,26 +109,40 @@ def test_sharded_round_matches_the_one_computation_round_up_to_float_rounding(
 
 
 @pytest.fixture(scope='module')
-def two_workers(tff_context):
-  return execution.local_workers(2, timeout_s=3.0)
+def local_workers(tff_context):
+  """count -> `execution.Workers` of that many local workers (started once per module)."""
+  started = {}
+
+  def get(count):
+    if count not in started:
+      started[count] = execution.local_workers(count, timeout_s=3.0)
+    return started[count]
+
+  yield get
+  for workers in started.values():
+    for worker in workers.processes:
+      worker.kill()
+      worker.wait()
 
 
-@pytest.mark.parametrize('name', ['fedmf', 'rqfedrec'])
-def test_shards_on_two_workers_give_exactly_the_results_of_one_worker(planted_problem, two_workers, name):
+@pytest.mark.parametrize('name, count', [('fedmf', 2), ('fedmf', 3), ('rqfedrec', 2), ('rqfedrec', 3)])
+def test_shards_on_several_workers_give_exactly_the_results_of_one_worker(planted_problem, local_workers,
+                                                                         name, count):
   _, clients = planted_problem
   process = BUILDERS[name]()
   one_worker = _run(process, clients, shards=3)
-  two = _run(process, clients, shards=3, workers=two_workers)
-  assert two[2] == one_worker[2]
-  for got, want in zip(_arrays(two[0]) + _arrays(two[1]), _arrays(one_worker[0]) + _arrays(one_worker[1])):
+  several = _run(process, clients, shards=3, workers=local_workers(count))
+  assert several[2] == one_worker[2]
+  for got, want in zip(_arrays(several[0]) + _arrays(several[1]),
+                       _arrays(one_worker[0]) + _arrays(one_worker[1])):
     np.testing.assert_array_equal(got, want)
 
 
-def test_workers_get_at_least_one_shard_each(planted_problem, two_workers):
+def test_workers_get_at_least_one_shard_each(planted_problem, local_workers):
   _, clients = planted_problem
   process = BUILDERS['fedmf']()
   # shards=1 with two workers runs two shards, as `shards=2` on one worker does
-  assert _run(process, clients, workers=two_workers)[2] == _run(process, clients, shards=2)[2]
+  assert _run(process, clients, workers=local_workers(2))[2] == _run(process, clients, shards=2)[2]
 
 
 def test_a_round_that_collects_every_upload_refuses_shards(tff_context, planted_problem):
@@ -139,15 +153,3 @@ def test_a_round_that_collects_every_upload_refuses_shards(tff_context, planted_
   with pytest.raises(ValueError, match='collects every client'):
     process.next(process.initialize(), process.initial_client_states(clients), data, round_num=1,
                  shards=2)
-
-
-def test_shard_computation_places_only_sums_of_uploads_and_metrics_at_the_server(tff_context):
-  process = BUILDERS['fedmf']()
-  result = process.sharded_round.shard_computation.type_signature.result
-  server, clients = result[0], result[1]
-  assert server.placement is tff.SERVER and clients.placement is tff.CLIENTS
-  member = server.member
-  assert [name for name, _ in tff.structure.iter_elements(member)] == [
-      'upload', 'upload_weight', 'metrics', 'metrics_weight']
-  assert member.upload == process.upload_type
-  assert member.upload_weight == tff.TensorType(np.float32) == member.metrics_weight

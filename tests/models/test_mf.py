@@ -318,3 +318,43 @@ def test_an_empty_exclusion_draws_exactly_what_no_exclusion_draws():
   without = _round_items(None)
   np.testing.assert_array_equal(with_empty[0], without[0])
   np.testing.assert_array_equal(with_empty[1], without[1])
+
+
+def _train_with_offsets(params0, offsets, epochs=3):
+  rng = np.random.default_rng(5)
+  users0 = rng.normal(scale=0.1, size=(4, 4)).astype(np.float32)
+  rows, coef = mf.identity_parameterisation(12)
+  local_users, items = _planted_problem()
+  out = mf.train_local(
+      users0, params0, rows, coef, local_users, items, tf.constant([3, 1], tf.int32),
+      epochs=epochs, batch_size=16, num_negatives=2, learning_rate=0.1, weight_decay=0.0,
+      item_offsets=None if offsets is None else tf.constant(offsets))
+  return [t.numpy() for t in out]
+
+
+def test_zero_item_offsets_over_a_full_width_table_train_exactly_as_without_offsets():
+  params0 = np.random.default_rng(6).normal(scale=0.1, size=(12, 4)).astype(np.float32)
+  plain = _train_with_offsets(params0, None)
+  offset = _train_with_offsets(params0, np.zeros((12, 4), np.float32))
+  for a, b in zip(plain, offset):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_item_offsets_score_items_as_offset_plus_the_last_n_coordinates_and_train_only_those():
+  # items = frozen offsets (width d = 4) + a trained table of width n = 1 on the last coordinate:
+  # the narrow table keeps its width and its untouched rows, and the fused items fit the positives
+  rng = np.random.default_rng(7)
+  offsets = rng.normal(scale=0.1, size=(12, 4)).astype(np.float32)
+  narrow0 = rng.normal(scale=0.1, size=(12, 1)).astype(np.float32)
+  users, narrow, loss, trained = _train_with_offsets(narrow0, offsets)
+  assert narrow.shape == (12, 1) and not np.array_equal(narrow[trained], narrow0[trained])
+  np.testing.assert_array_equal(narrow[~trained], narrow0[~trained])
+  local_users, items = _planted_problem()
+  full = offsets.copy()
+  full[:, 3:] += narrow
+  before = offsets.copy()
+  before[:, 3:] += narrow0
+  rng = np.random.default_rng(5)
+  users0 = rng.normal(scale=0.1, size=(4, 4)).astype(np.float32)
+  assert _full_bce(users, full, local_users, items) < _full_bce(users0, before, local_users, items)
+  assert np.isfinite(loss)

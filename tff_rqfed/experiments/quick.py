@@ -19,7 +19,8 @@ EXTRA_FLAGS = {'rqfedrec': {'levels': 2, 'codes_per_level': 4, 'refresh_every': 
                             'kmeans_dim': 8},
                'fedncf': {'ncf_hidden_units': '8'},
                'gpfedrec': {'gpfedrec_hidden_units': '8,4'},
-               'fedcia': {'fedcia_align_steps': 2}}
+               'fedcia': {'fedcia_align_steps': 2},
+               'fedalphafuse': {'alphafuse_null_dim': 4}}
 
 
 def write_interactions(path: pathlib.Path) -> pathlib.Path:

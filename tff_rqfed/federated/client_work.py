@@ -126,14 +126,17 @@ def private_table_scores(client_states, clients, num_users: int, num_items: int)
   return result
 
 
-def train_on_items(user_embeddings, params, rows, coefficients, data, training: LocalTraining):
-  """Eq. 3 on one client: returns (user_embeddings, params, loss, trained_items: bool[I])."""
+def train_on_items(user_embeddings, params, rows, coefficients, data, training: LocalTraining,
+                   item_offsets=None):
+  """Eq. 3 on one client: returns (user_embeddings, params, loss, trained_items: bool[I]).
+  `item_offsets`: frozen item vectors added to the parameterised ones (`mf.train_local`)."""
   return mf.train_local(
       user_embeddings, params, rows, coefficients,
       data['local_users'], data['items'], data['seed'],
       epochs=training.epochs, batch_size=training.batch_size,
       num_negatives=training.num_negatives, learning_rate=training.learning_rate,
       weight_decay=training.weight_decay, excluded_items=data.get('excluded_items'),
+      item_offsets=item_offsets,
   )
 
 

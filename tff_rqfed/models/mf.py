@@ -252,6 +252,7 @@ def train_local(
     learning_rate: float,
     weight_decay: float,
     excluded_items: tf.Tensor | None = None,
+    item_offsets: tf.Tensor | None = None,
 ):
   """Minimises Eq. 3 on one client's data with row-sparse Adam.
 
@@ -269,6 +270,9 @@ def train_local(
     rows, coefficients: int32[I, R], float32[I, R] the item parameterisation (see module docstring).
     local_users, items: int32[n] the client's training positives.
     seed: int32[2] stateless seed for negatives and shuffling.
+    item_offsets: float32[I, d] frozen item vectors, or None. With them an item is its offset plus
+      its parameterised vector in the last n coordinates (`params: float32[P, n]`, n <= d, padded
+      with d - n zeros in front): AlphaFuse's language part and null-space ID part. Not trained.
 
   Returns:
     (user_embeddings, params, mean_loss: float32, trained_items: bool[I]) where `trained_items` marks
@@ -279,7 +283,7 @@ def train_local(
   rows = tf.convert_to_tensor(rows, tf.int32)
   coefficients = tf.convert_to_tensor(coefficients, tf.float32)
   num_terms = rows.shape[1] if rows.shape[1] is not None else tf.shape(rows)[1]
-  d = tf.shape(params)[1]
+  d = tf.shape(params)[1]  # the width of a parameter row (n with item offsets)
   examples = round_examples(local_users, items, num_users=num_users, num_items=num_items,
                             epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
                             seed=seed, excluded_items=excluded_items)
@@ -300,6 +304,9 @@ def train_local(
     with tf.GradientTape() as tape:
       tape.watch([u, p])
       vec = combine_rows(item_coef, tf.reshape(p, [end - start, num_terms, d]))
+      if item_offsets is not None:
+        vec = tf.gather(item_offsets, batch_items[start:end]) + tf.pad(
+            vec, [[0, 0], [tf.shape(u)[1] - d, 0]])
       logits = tf.reduce_sum(u * vec, axis=1)
       loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=by, logits=logits))
     grad_u, grad_p = tape.gradient(loss, [u, p])
