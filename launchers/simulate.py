@@ -192,6 +192,8 @@ _ALPHAFUSE_NULL_DIM = flags.DEFINE_integer(
     "FedAlphaFuse: n, the ID embedding's axes (the language part's lowest-variance ones).", lower_bound=1)
 _ALPHAFUSE_ID_INIT = flags.DEFINE_enum('alphafuse_id_init', 'zeros', list(fedalphafuse.ID_INITS),
                                        'FedAlphaFuse: initial ID embeddings (zeros, or N(0, 1)).')
+_ALPHAFUSE_STANDARDIZE = flags.DEFINE_bool(
+    'alphafuse_standardize', True, 'FedAlphaFuse: standardise the language part (unit variance per axis).')
 _FEDCIA_ALIGN_STEPS = flags.DEFINE_integer(
     'fedcia_align_steps', fedcia.DEFAULT_ALIGN_STEPS,
     'FedCIA: SGD steps aligning a client item table to the mean similarity (released code: 100).')
@@ -278,7 +280,7 @@ def build_process(dataset, seed: int, num_clients: int):
   if _ALGORITHM.value == 'fedalphafuse':
     return fedalphafuse.build_fedalphafuse(
         language_embeddings=item_text_embeddings(dataset), null_dim=_ALPHAFUSE_NULL_DIM.value,
-        id_init=_ALPHAFUSE_ID_INIT.value, **common)
+        id_init=_ALPHAFUSE_ID_INIT.value, standardize=_ALPHAFUSE_STANDARDIZE.value, **common)
   codes = codes_per_level(dataset)
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,

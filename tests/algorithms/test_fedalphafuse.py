@@ -33,6 +33,15 @@ def test_language_part_is_centred_standardised_and_ordered_by_the_variance_it_ex
   assert abs(first[:20].mean() - first[20:].mean()) > 1.5
 
 
+def test_language_part_without_standardisation_keeps_each_axis_variance_in_descending_order():
+  text = text_embeddings()
+  raw = fedalphafuse.language_part(text, embedding_dim=D, standardize=False)
+  variances = raw.var(axis=0, ddof=1)
+  assert (np.diff(variances) <= 1e-6).all() and variances[0] > 10 * variances[-1]
+  np.testing.assert_allclose(raw / np.sqrt(variances),
+                             fedalphafuse.language_part(text, embedding_dim=D), rtol=1e-3, atol=1e-4)
+
+
 def test_language_part_refuses_a_width_above_the_language_embeddings_and_quotes_it():
   with pytest.raises(ValueError, match=r'embedding_dim \(17\)'):
     fedalphafuse.language_part(text_embeddings(), embedding_dim=17)

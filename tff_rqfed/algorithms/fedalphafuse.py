@@ -25,6 +25,8 @@ Adaptations to our protocol, each a choice:
   initialisation its README gives for the movie datasets (`normal`, N(0, 1), is the official default
   elsewhere). A variance below 1e-12 of the largest is floored there, so a rank-deficient E gives no
   division by zero (the official code divides unguarded).
+- `standardize` (the official `standardization`, default on) can be turned off: the language part is
+  then the plain principal-axis projection, each axis keeping its variance.
 - The language part is public and fixed: every client computes it once (it is a constant of the
   client computation, like RQFedRec's semantic ids) and it is never sent per round, so a round moves
   the I x n ID table each way (Table 4's accounting reads it from the TFF types).
@@ -49,17 +51,21 @@ ID_INITS = ('zeros', 'normal')
 _MIN_RELATIVE_VARIANCE = 1e-12
 
 
-def language_part(language_embeddings: np.ndarray, *, embedding_dim: int) -> np.ndarray:
-  """float32[I, d]: the standardised projection of `language_embeddings: float[I, d_l]` on their
-  top-d principal axes (module docstring), in descending order of variance."""
+def language_part(language_embeddings: np.ndarray, *, embedding_dim: int,
+                  standardize: bool = True) -> np.ndarray:
+  """float32[I, d]: the projection of `language_embeddings: float[I, d_l]` on their top-d principal
+  axes (module docstring), in descending order of variance; standardised (the official
+  `standardization`, its default) or not."""
   e = np.asarray(language_embeddings, np.float64)
   if e.ndim != 2 or embedding_dim > e.shape[1]:
     raise ValueError(f'embedding_dim ({embedding_dim}) must not exceed the language embeddings\' '
                      f'width; got embeddings of shape {e.shape}')
   centred = e - e.mean(axis=0)
   u, variances, _ = np.linalg.svd(np.cov(centred, rowvar=False))
-  variances = np.maximum(variances[:embedding_dim], _MIN_RELATIVE_VARIANCE * variances[0])
-  return (centred @ (u[:, :embedding_dim] / np.sqrt(variances))).astype(np.float32)
+  axes = u[:, :embedding_dim]
+  if standardize:
+    axes = axes / np.sqrt(np.maximum(variances[:embedding_dim], _MIN_RELATIVE_VARIANCE * variances[0]))
+  return (centred @ axes).astype(np.float32)
 
 
 def item_table(language, id_table) -> np.ndarray:
@@ -96,6 +102,7 @@ def build_fedalphafuse(
     seed: int = 0,
     null_dim: int = DEFAULT_NULL_DIM,
     id_init: str = 'zeros',
+    standardize: bool = True,
 ) -> process.RecommenderProcess:
   """FedAlphaFuse (module docstring) as a `RecommenderProcess`; `language_embeddings: float[I, d_l]`
   are the items' text embeddings, d = `embedding_dim` <= d_l, n = `null_dim` <= d."""
@@ -107,7 +114,7 @@ def build_fedalphafuse(
   if np.shape(language_embeddings)[0] != num_items:
     raise ValueError(f'language_embeddings has {np.shape(language_embeddings)[0]} rows for '
                      f'{num_items} items')
-  language = language_part(language_embeddings, embedding_dim=embedding_dim)
+  language = language_part(language_embeddings, embedding_dim=embedding_dim, standardize=standardize)
   ids_type = tff.TensorType(np.float32, [num_items, null_dim])
   state_type = tff.types.to_type(
       collections.OrderedDict(id_table=ids_type, round_num=tff.TensorType(np.int32)))
