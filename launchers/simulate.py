@@ -193,7 +193,8 @@ _ALPHAFUSE_NULL_DIM = flags.DEFINE_integer(
 _ALPHAFUSE_ID_INIT = flags.DEFINE_enum('alphafuse_id_init', 'zeros', list(fedalphafuse.ID_INITS),
                                        'FedAlphaFuse: initial ID embeddings (zeros, or N(0, 1)).')
 _ALPHAFUSE_STANDARDIZE = flags.DEFINE_bool(
-    'alphafuse_standardize', True, 'FedAlphaFuse: standardise the language part (unit variance per axis).')
+    'alphafuse_standardize', False, 'FedAlphaFuse: standardise the language part (unit variance per '
+    "axis; the official default, worse on validation here: algorithms/fedalphafuse.py).")
 _FEDCIA_ALIGN_STEPS = flags.DEFINE_integer(
     'fedcia_align_steps', fedcia.DEFAULT_ALIGN_STEPS,
     'FedCIA: SGD steps aligning a client item table to the mean similarity (released code: 100).')

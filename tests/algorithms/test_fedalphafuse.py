@@ -59,7 +59,8 @@ def test_bad_options_are_refused_and_quoted(options, quoted):
 def alphafuse_run(tff_context, planted_problem):
   _, clients = planted_problem
   process = fedalphafuse.build_fedalphafuse(num_items=NUM_ITEMS, language_embeddings=text_embeddings(),
-                                            embedding_dim=D, null_dim=NULL_DIM, training=TRAINING)
+                                            embedding_dim=D, null_dim=NULL_DIM, training=TRAINING,
+                                            standardize=True)
   return process, process.run(clients, rounds=20)
 
 
@@ -91,3 +92,12 @@ def test_the_server_table_is_the_weighted_mean_of_the_clients_id_tables(planted_
   expected = np.average(np.stack([np.asarray(o.upload) for o in outputs]), axis=0, weights=weights)
   next_state, _, _ = process.next(state, client_states, data, round_num=21)
   np.testing.assert_allclose(np.asarray(next_state['id_table']), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_default_unstandardised_language_part_also_learns_the_communities(
+    tff_context, planted_problem, assert_learned_the_communities):
+  split, clients = planted_problem
+  process = fedalphafuse.build_fedalphafuse(num_items=NUM_ITEMS, language_embeddings=text_embeddings(),
+                                            embedding_dim=D, null_dim=NULL_DIM, training=TRAINING)
+  state, client_states, _ = process.run(clients, rounds=20)
+  assert_learned_the_communities(process.scores(state, client_states, clients, NUM_USERS), split)

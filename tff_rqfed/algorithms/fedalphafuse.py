@@ -25,8 +25,11 @@ Adaptations to our protocol, each a choice:
   initialisation its README gives for the movie datasets (`normal`, N(0, 1), is the official default
   elsewhere). A variance below 1e-12 of the largest is floored there, so a rank-deficient E gives no
   division by zero (the official code divides unguarded).
-- `standardize` (the official `standardization`, default on) can be turned off: the language part is
-  then the plain principal-axis projection, each axis keeping its variance.
+- Not standardised by default (`standardize=False`), unlike the official default, chosen on validation
+  (ML-100k, seed 0, lr 0.01): standardised, each of the 448 frozen axes gets unit variance and the
+  users memorise their positives through them (training loss 0.09, validation NDCG@10 0.076, test
+  recall@10 0.050, below MostPop); unstandardised, each axis keeps its variance, the 64 shared ID axes
+  carry the collaborative signal (validation 0.203, test recall@10 0.153).
 - The language part is public and fixed: every client computes it once (it is a constant of the
   client computation, like RQFedRec's semantic ids) and it is never sent per round, so a round moves
   the I x n ID table each way (Table 4's accounting reads it from the TFF types).
@@ -102,7 +105,7 @@ def build_fedalphafuse(
     seed: int = 0,
     null_dim: int = DEFAULT_NULL_DIM,
     id_init: str = 'zeros',
-    standardize: bool = True,
+    standardize: bool = False,
 ) -> process.RecommenderProcess:
   """FedAlphaFuse (module docstring) as a `RecommenderProcess`; `language_embeddings: float[I, d_l]`
   are the items' text embeddings, d = `embedding_dim` <= d_l, n = `null_dim` <= d."""

@@ -69,7 +69,10 @@ SPECS: dict[str, dict] = {
         _row('FedMF', 'fedmf', partition='per_user'),
         _row('RQFedRec', 'rqfedrec', partition='per_user'))},
     'table5': {'title': 'Table 5: LLM-based baselines (FedRLM_con and FedRLM_gen not implemented yet)',
-               'rows': (_row('FedAlphaFuse', 'fedalphafuse'), _row('RQFedRec', 'rqfedrec'))},
+               'rows': (_row('FedAlphaFuse', 'fedalphafuse'),
+                        _row('FedAlphaFuse, standardised (official default)', 'fedalphafuse-standardized',
+                             algorithm='fedalphafuse', alphafuse_standardize=True),
+                        _row('RQFedRec', 'rqfedrec'))},
     'table6': {'title': 'Table 6: codebook alternatives', 'rows': (
         _row('hash-based codebook', 'rqfedrec-hash', algorithm='rqfedrec', code_ids='hash'),
         _row('RQ-VAE codebook', 'rqfedrec-rqvae', algorithm='rqfedrec', code_ids='rq_vae'),
