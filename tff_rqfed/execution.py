@@ -34,11 +34,15 @@ import tensorflow_federated as tff
 from tff_rqfed import devices
 from tff_rqfed.worker_processes import worker_pids
 
-_installed = False
+_installed = False  # the clean-up (atexit, reaper, signal handlers) is set up
+_context_installed = False  # TFF's default context is ours and its worker has not been killed
 
 
 def kill_workers() -> int:
-  """Kills this process's TFF workers; returns how many were signalled."""
+  """Kills this process's TFF workers; returns how many were signalled. The next
+  `set_execution_context` installs a fresh context."""
+  global _context_installed
+  _context_installed = False
   pids = worker_pids()
   for pid in pids:
     try:
@@ -153,16 +157,22 @@ def set_execution_context(config: WorkerConfig | None = None) -> None:
   TFF starts the worker lazily with this process's environment, so `config`'s variables are set in
   `os.environ` (only where the caller has not set them). This process's own TensorFlow is
   initialised first, so its thread pools (evaluation, the RQ-kmeans refresh) keep TF's defaults.
+
+  The context is installed once, until `kill_workers`: `config` of a later call is ignored. Replacing
+  a context whose worker runs makes TFF stop that worker with SIGINT and wait for it, which never
+  returns where SIGINT is ignored (a process started in the background by a non-interactive shell).
   """
-  global _installed
+  global _installed, _context_installed
   config = config or WorkerConfig()
   devices.configure()  # GPU memory growth, before this process's TF runtime starts
   tf.constant(0)  # initialises this process's TF runtime before the worker's variables are set
   for key, value in config.worker_environment().items():
     os.environ.setdefault(key, value)
-  tff.backends.native.set_sync_local_cpp_execution_context(
-      max_concurrent_computation_calls=config.max_concurrent_computation_calls
-  )
+  if not _context_installed:
+    tff.backends.native.set_sync_local_cpp_execution_context(
+        max_concurrent_computation_calls=config.max_concurrent_computation_calls
+    )
+    _context_installed = True
   if not _installed:
     atexit.register(kill_workers)
     _start_reaper()
