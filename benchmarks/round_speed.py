@@ -268,7 +268,8 @@ def main(argv):
       stats['tff_overhead'] = (stats['round_s']['mean'] - stats['plain_round_s']) / stats['round_s']['mean']
     results['algorithms'][name] = stats
     print(json.dumps({name: stats}, indent=2), flush=True)
-  suffix = (f'-s{_SHARDS.value}' if _SHARDS.value > 1 else '') + (f'-w{_WORKERS.value}' if _WORKERS.value else '')
+  suffix = ((f'-s{_SHARDS.value}' if _SHARDS.value > 1 else '')
+            + (f'-w{_WORKERS.value}' if _WORKERS.value else ''))
   output = pathlib.Path(_OUTPUT.value or
                         f'results/benchmarks/round_speed-{dataset.name}-{_PARTITION.value}{suffix}.json')
   results_io.write_atomic(output, json.dumps(results, indent=2) + '\n')

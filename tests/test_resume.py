@@ -148,8 +148,9 @@ def worker_death(tmp_path_factory):
   first_port, second_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
   worker = _start_worker(first_port)
   killed_dir = root / 'killed'
-  proc = subprocess.Popen(_command(killed_dir, interactions_file, *fedmf, f'--workers=localhost:{first_port}'),
-                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  command = _command(killed_dir, interactions_file, *fedmf, f'--workers=localhost:{first_port}')
+  proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
   deadline = time.time() + 300
   while _rounds_done(killed_dir) < 5 and proc.poll() is None and time.time() < deadline:
     time.sleep(0.02)
@@ -174,7 +175,8 @@ def test_a_dead_worker_stops_the_run_with_one_line_naming_it(worker_death):
   code, stderr = worker_death['killed']
   lines = [line for line in stderr.strip().splitlines() if line.startswith('error: ')]
   assert code == 1, stderr[-3000:]
-  assert len(lines) == 1 and f"localhost:{worker_death['port']}" in lines[0] and 'stopped answering' in lines[0]
+  assert len(lines) == 1 and 'stopped answering' in lines[0]
+  assert f"localhost:{worker_death['port']}" in lines[0]
 
 
 def test_a_run_whose_worker_died_resumes_on_another_worker_to_the_uninterrupted_result(worker_death):

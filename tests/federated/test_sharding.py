@@ -72,6 +72,10 @@ def test_only_a_plain_mean_can_be_split_over_shards():
   assert sharding.upload_weighting(tff.aggregators.UnweightedMeanFactory()) is False
   with pytest.raises(ValueError, match='SumFactory'):
     sharding.upload_weighting(tff.aggregators.SumFactory())
+  with pytest.raises(ValueError, match='MeanFactory'):  # a mean over a DP sum is not a plain mean
+    sharding.upload_weighting(tff.aggregators.MeanFactory(
+        value_sum_factory=tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+            noise_multiplier=1.0, clients_per_round=2, clip=1.0)))
 
 
 def test_combine_adds_the_shards_sums_and_divides_by_their_weights():

@@ -15,6 +15,9 @@ with clients that are *stateful*: `client_states` (the private user embeddings) 
 value and leave as one; nothing derived from them is placed at SERVER except what `client_work` puts in
 `upload` and `metrics`. The round is a `tff.templates.IterativeProcess` (`initialize`/`next`).
 
+The same round can run over client shards, each shard's sums combined into the same mean, on one
+or several TFF workers (`sharding`, `RecommenderProcess.next(shards=, workers=)`).
+
 `RecommenderProcess` adds what TFF computations do not hold: server *program logic* that runs in this
 Python process between rounds (RQFedRec's RQ-kmeans refresh of collaborative ids, Sec. 4.3.2, which can
 use a GPU there), the initial client states, the item embeddings used for evaluation, and the

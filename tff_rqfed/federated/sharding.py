@@ -57,10 +57,19 @@ def upload_weighting(aggregator) -> bool:
 
   Raises ValueError for an aggregator whose result is not a plain mean of the uploads.
   """
-  if aggregator is None or type(aggregator) is tff.aggregators.MeanFactory:  # pylint: disable=unidiomatic-typecheck
+  if aggregator is None:
     return True
-  if type(aggregator) is tff.aggregators.UnweightedMeanFactory:  # pylint: disable=unidiomatic-typecheck
+  # A mean whose inner sums are plain sums (TFF's defaults; a DP or secure sum inside is not plain).
+  # TFF keeps the inner factories in private attributes; read here only to refuse what cannot split.
+  inner = [getattr(aggregator, name, None) for name in
+           ('_value_sum_factory', '_weight_sum_factory', '_count_sum_factory')]
+  # pylint: disable=unidiomatic-typecheck  (a subclass may aggregate differently)
+  plain = all(f is None or type(f) is tff.aggregators.SumFactory for f in inner)
+  if plain and type(aggregator) is tff.aggregators.MeanFactory:
+    return True
+  if plain and type(aggregator) is tff.aggregators.UnweightedMeanFactory:
     return False
+  # pylint: enable=unidiomatic-typecheck
   raise ValueError(f'only a plain mean can be split over client shards, not {aggregator!r}: use one '
                    'client shard and one worker with this aggregator')
 
