@@ -8,8 +8,8 @@ r"""Seconds per federated round, split into stages, with TFF's overhead against 
 For each algorithm, on the same clients (paper protocol) and local-training options, it runs `--rounds`
 TFF rounds (the first, with tracing and the worker's start, reported apart) and measures per round:
 
-* `round_s`: the TFF round (`iterative_process.next`: broadcast, client work, federated_mean, server
-  update, and the transfer of client states in and out of the worker);
+* `round_s`: the TFF round (`RecommenderProcess.federated_round`: broadcast, client work,
+  federated_mean, server update, and the transfer of client states in and out of the worker);
 * `server_s`: server program logic between rounds (RQFedRec's collaborative-id refresh every
   `--refresh_every` rounds, here 2 so the timed rounds include refreshes);
 * `eval_s`: scoring every user against every item and the validation metrics;
@@ -112,18 +112,6 @@ def worker_peaks_gib() -> list[float]:
   return peaks
 
 
-def _next(process, state, client_states, data, workers):
-  """One round as the launcher runs it: the one-computation round, or over --client_shards shards
-  on `workers`."""
-  if _SHARDS.value == 1 and workers is None:
-    state, client_states, _ = process.iterative_process.next(state, client_states, data)
-    return state, list(client_states)
-  state, client_states, _ = process.sharded_round.run(
-      state, client_states, data, shards=max(_SHARDS.value, workers.count if workers else 1),
-      workers=workers or execution.Workers())
-  return state, client_states
-
-
 def time_tff(process, clients, split, workers=None):
   """TFF rounds: round, server logic and evaluation seconds; returns (stats, state, client_states)."""
   state = process.initialize()
@@ -133,7 +121,8 @@ def time_tff(process, clients, split, workers=None):
   for round_num in range(1, _ROUNDS.value + 1):
     data = process_lib.client_data_values(clients, seed=0, round_num=round_num)
     start = time.perf_counter()
-    state, client_states = _next(process, state, client_states, data, workers)
+    state, client_states, _ = process.federated_round(state, client_states, data,
+                                                       shards=_SHARDS.value, workers=workers)
     rounds.append(time.perf_counter() - start)
     if process.after_round is not None:
       start = time.perf_counter()

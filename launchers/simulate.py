@@ -415,7 +415,7 @@ def check_sizes(dataset, split) -> None:
                          f'{dataset.name}')
   if _ALGORITHM.value != 'mostpop':
     num_clients = _CLIENTS.value if _PARTITION.value == 'blocks' else split.num_users
-    per_round = max(1, int(np.floor(_CLIENT_FRACTION.value * num_clients + 0.5)))
+    per_round = simulation.participants_per_round(num_clients, _CLIENT_FRACTION.value)
     if client_shards() > per_round:
       raise app.UsageError(f'--client_shards={client_shards()} exceeds the {per_round} clients of a round')
   if _ALGORITHM.value == 'rqfedrec' and codes_per_level(dataset) > dataset.num_items:

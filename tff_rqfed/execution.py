@@ -204,11 +204,10 @@ class Workers:
   event loop, so one worker's blocking gRPC calls do not hold back another's.
   """
 
-  def __init__(self, contexts: Sequence[Any] = (), names: Sequence[str] = (),
-               processes: Sequence[subprocess.Popen] = ()):
+  def __init__(self, contexts: Sequence[Any] = (), names: Sequence[str] = ()):
     self._contexts = list(contexts)
     self._names = list(names) or [f'worker {i}' for i in range(len(self._contexts))]
-    self.processes = list(processes)  # the worker processes this one started (`local_workers`)
+    self.processes: list[subprocess.Popen] = []  # the worker processes `local_workers` started
 
   @property
   def count(self) -> int:
@@ -331,14 +330,11 @@ class _FailFastStub(tff.framework.RemoteExecutorStub):
     try:
       return getattr(self._stub, method)(request)
     except tff.framework.RetryableError as e:
-      deadline = time.monotonic() + self._timeout_s
-      while not self._stub.is_ready:
-        if time.monotonic() > deadline:
-          self._gone = WorkerError(f'the TFF worker at {self._address} stopped answering '
-                                   f'({type(e).__name__}); a run continues from its last saved '
-                                   'round with --resume')
-          raise self._gone from e
-        time.sleep(0.2)
+      if not _wait_ready(self._stub, self._timeout_s):
+        self._gone = WorkerError(f'the TFF worker at {self._address} stopped answering '
+                                 f'({type(e).__name__}); a run continues from its last saved '
+                                 'round with --resume')
+        raise self._gone from e
       raise
 
   def get_executor(self, request):
@@ -370,12 +366,18 @@ class _FailFastStub(tff.framework.RemoteExecutorStub):
     return self._stub.is_ready
 
 
-def _connect(target: str, timeout_s: float):
-  channel = grpc.insecure_channel(target, _GRPC_CHANNEL_OPTIONS)
-  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+def _wait_ready(stub, timeout_s: float) -> bool:
+  """Whether the worker behind `stub` answers (its channel is ready) within `timeout_s`."""
   deadline = time.monotonic() + timeout_s
   while not stub.is_ready:
     if time.monotonic() > deadline:
-      raise WorkerError(f'no TFF worker answers at {target} after {timeout_s:g} s')
+      return False
     time.sleep(0.2)
+  return True
+
+
+def _connect(target: str, timeout_s: float):
+  stub = tff.framework.RemoteExecutorGrpcStub(grpc.insecure_channel(target, _GRPC_CHANNEL_OPTIONS))
+  if not _wait_ready(stub, timeout_s):
+    raise WorkerError(f'no TFF worker answers at {target} after {timeout_s:g} s')
   return stub

@@ -178,14 +178,21 @@ def metrics_release_manager(output_dir: pathlib.Path, *, tensorboard: bool = Fal
 PARTICIPATION_STREAM = 9  # the round's sample of clients is default_rng([seed, 9, round]) (cold items: 8)
 
 
+def participants_per_round(num_clients: int, fraction: float) -> int:
+  """How many clients take part in a round: all at fraction 1, else max(1, round(fraction x clients))."""
+  if fraction >= 1.0:
+    return num_clients
+  return max(1, int(np.floor(fraction * num_clients + 0.5)))
+
+
 def participants(num_clients: int, *, fraction: float, seed: int, round_num: int) -> np.ndarray:
   """Sorted indices of the clients taking part in round `round_num`: all of them at fraction 1, else
-  max(1, round(fraction x num_clients)) drawn without replacement, deterministic in (seed, round)."""
+  `participants_per_round` drawn without replacement, deterministic in (seed, round)."""
   if fraction >= 1.0:
     return np.arange(num_clients)
-  count = max(1, int(np.floor(fraction * num_clients + 0.5)))
   rng = np.random.default_rng([seed, PARTICIPATION_STREAM, round_num])
-  return np.sort(rng.choice(num_clients, size=count, replace=False))
+  return np.sort(rng.choice(num_clients, size=participants_per_round(num_clients, fraction),
+                            replace=False))
 
 
 class _SimilarityTracker:

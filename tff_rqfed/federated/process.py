@@ -314,7 +314,8 @@ def build_recommender_process(
     return sharding.ShardedRound(
         shard_computation=sharding.build_shard_computation(
             server_state_type=server_state_type, client_state_type=client_state_type,
-            server_payload=server_payload, client_work=client_work, weighted=weighted),
+            client_data_type=client_data_type(), server_payload=server_payload,
+            client_work=client_work, weighted=weighted),
         server_update=server_update,
         algorithm_state=algorithm_state if server_update is not None else lambda state: state,
         with_algorithm_state=_with_algorithm_state)
@@ -447,6 +448,17 @@ class RecommenderProcess:
     With `shards` > 1 or `workers` given, the round runs over that many client shards
     (`sharding.ShardedRound`, at least one per worker), each on one of `workers`.
     """
+    state, client_states, metrics = self.federated_round(state, client_states, client_data,
+                                                         shards=shards, workers=workers)
+    if self.after_round is not None:
+      state, info = self.after_round(state, round_num)
+      metrics.update(info)
+    return state, client_states, metrics
+
+  def federated_round(self, state, client_states, client_data, *, shards: int = 1,
+                      workers: execution.Workers | None = None):
+    """`next` without the server program logic between rounds (`after_round`): the TFF round, or its
+    client shards on `workers`, and a collecting round's `collect`; (state, client_states, metrics)."""
     if shards == 1 and workers is None:
       outputs = self.iterative_process.next(state, client_states, client_data)
       state, client_states, metrics = outputs[:3]
@@ -456,11 +468,7 @@ class RecommenderProcess:
       workers = workers or execution.Workers()
       state, client_states, metrics = self.sharded_round.run(
           state, client_states, client_data, shards=max(shards, workers.count), workers=workers)
-    metrics = {key: float(value) for key, value in dict(metrics).items()}
-    if self.after_round is not None:
-      state, info = self.after_round(state, round_num)
-      metrics.update(info)
-    return state, list(client_states), metrics
+    return state, list(client_states), {key: float(value) for key, value in dict(metrics).items()}
 
   @property
   def sharded_round(self) -> sharding.ShardedRound:

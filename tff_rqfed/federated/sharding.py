@@ -81,12 +81,12 @@ def _scale(value_type):
   return scale
 
 
-def build_shard_computation(*, server_state_type, client_state_type, server_payload: tff.Computation,
-                            client_work: tff.Computation, weighted: bool | None) -> tff.Computation:
+def build_shard_computation(*, server_state_type, client_state_type, client_data_type,
+                            server_payload: tff.Computation, client_work: tff.Computation,
+                            weighted: bool | None) -> tff.Computation:
   """One shard's round (module docstring): (state@SERVER, client_states@CLIENTS, client_data@CLIENTS)
   -> (sums@SERVER, client_states@CLIENTS). `weighted`: True for w_k = |D_k|, False for w_k = 1,
   None when the clients upload nothing (then the sums hold the metrics only)."""
-  from tff_rqfed.federated import process  # pylint: disable=g-import-not-at-top  # process imports us
   outputs_type = client_work.type_signature.result
   scale_metrics = _scale(outputs_type.metrics)
   scale_upload = None if weighted is None else _scale(outputs_type.upload)
@@ -98,7 +98,7 @@ def build_shard_computation(*, server_state_type, client_state_type, server_payl
   @tff.federated_computation(
       tff.FederatedType(server_state_type, tff.SERVER),
       tff.FederatedType(client_state_type, tff.CLIENTS),
-      tff.FederatedType(process.client_data_type(), tff.CLIENTS),
+      tff.FederatedType(client_data_type, tff.CLIENTS),
   )
   def shard_fn(state, client_states, client_data):
     payload = tff.federated_broadcast(tff.federated_map(server_payload, state))
