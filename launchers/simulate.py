@@ -8,6 +8,8 @@ Algorithms: `rqfedrec` (Alg. 1), `fedmf` (ID-indexed FedAvg of the item table), 
 `fedrap` (private additive item table D, global C), `gpfedrec` (private MLPs, per-client
 graph-aggregated targets), `fedcia` (private tables, mean item-item similarity, alignment),
 `fedalphafuse` (Table 5: frozen standardised text embeddings plus a shared null-space ID table),
+`fedrlm_con` and `fedrlm_gen` (Table 5: FedMF plus RLMRec's contrastive or generative alignment of
+the embeddings with the items' text embeddings),
 `mf_local` (no aggregation) and `mostpop` (train popularity, no training: the reference row every
 method must beat).
 `--dataset=file` reads `--interactions_file` (and optionally `--item_file`) with the generic loader.
@@ -32,7 +34,8 @@ from tff_rqfed import execution
 from tff_rqfed import hyperparameters
 from tff_rqfed import results_io
 from tff_rqfed import simulation
-from tff_rqfed.algorithms import fedalphafuse, fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec
+from tff_rqfed.algorithms import fedalphafuse, fedcia, fedmf, fedncf, fedrap, fedrlm, gpfedrec, mf_local
+from tff_rqfed.algorithms import pfedrec
 from tff_rqfed.algorithms import rqfedrec
 from tff_rqfed.data import cold_items, interactions, movielens, noise, partition, protocols, text
 from tff_rqfed.evaluation import attack
@@ -42,7 +45,7 @@ from tff_rqfed.federated import privacy
 from tff_rqfed.semantic import encoders
 
 ALGORITHMS = ('rqfedrec', 'fedmf', 'fedncf', 'pfedrec', 'fedrap', 'gpfedrec', 'fedcia', 'fedalphafuse',
-              'mf_local', 'mostpop')
+              'fedrlm_con', 'fedrlm_gen', 'mf_local', 'mostpop')
 # Flag defaults come from the option classes, so the launcher and the library cannot drift apart.
 _TRAINING = cw.LocalTraining()
 _RQ = rqfedrec.RQConfig()
@@ -195,6 +198,13 @@ _ALPHAFUSE_ID_INIT = flags.DEFINE_enum('alphafuse_id_init', 'zeros', list(fedalp
 _ALPHAFUSE_STANDARDIZE = flags.DEFINE_bool(
     'alphafuse_standardize', False, 'FedAlphaFuse: standardise the language part (unit variance per '
     "axis; the official default, worse on validation here: algorithms/fedalphafuse.py).")
+# FedRLM (RLMRec's alignment): unset means the variant's official value (algorithms/fedrlm.py).
+_RLM_WEIGHT = flags.DEFINE_float('rlm_weight', None, 'FedRLM: weight of the alignment term (official: '
+                                 'kd_weight 0.01 for con, recon_weight 0.1 for gen).')
+_RLM_TEMPERATURE = flags.DEFINE_float('rlm_temperature', None,
+                                      'FedRLM: InfoNCE temperature (official: 0.2 for both).')
+_RLM_MASK_RATIO = flags.DEFINE_float('rlm_mask_ratio', None, 'FedRLM_gen: share of the nodes whose '
+                                     'profiles are reconstructed each step (official: 0.1).')
 _FEDCIA_ALIGN_STEPS = flags.DEFINE_integer(
     'fedcia_align_steps', fedcia.DEFAULT_ALIGN_STEPS,
     'FedCIA: SGD steps aligning a client item table to the mean similarity (released code: 100).')
@@ -282,6 +292,9 @@ def build_process(dataset, seed: int, num_clients: int):
     return fedalphafuse.build_fedalphafuse(
         language_embeddings=item_text_embeddings(dataset), null_dim=_ALPHAFUSE_NULL_DIM.value,
         id_init=_ALPHAFUSE_ID_INIT.value, standardize=_ALPHAFUSE_STANDARDIZE.value, **common)
+  if _ALGORITHM.value.startswith('fedrlm_'):
+    return fedrlm.build_fedrlm(variant=_ALGORITHM.value[len('fedrlm_'):],
+                               profile_embeddings=item_text_embeddings(dataset), **rlm_options(), **common)
   codes = codes_per_level(dataset)
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,
@@ -298,6 +311,13 @@ def build_process(dataset, seed: int, num_clients: int):
   )
   text_embeddings = None if config.channels == 'collaborative' else item_text_embeddings(dataset)
   return rqfedrec.build_rqfedrec(text_embeddings=text_embeddings, config=config, **common)
+
+
+def rlm_options() -> dict[str, float]:
+  """The FedRLM flags that are set (weight, temperature, mask_ratio); the others keep the variant's
+  official value."""
+  flags_by_option = {'weight': _RLM_WEIGHT, 'temperature': _RLM_TEMPERATURE, 'mask_ratio': _RLM_MASK_RATIO}
+  return {option: flag.value for option, flag in flags_by_option.items() if flag.value is not None}
 
 
 def item_text_embeddings(dataset):

@@ -96,6 +96,19 @@ def planted_problem():
   return split, clients_of(split)
 
 
+def planted_text_embeddings(seed=0):
+  """float32[40, 16]: item text embeddings in two semantic communities matching the planted ones."""
+  rng = np.random.default_rng(seed)
+  means = rng.normal(size=(2, 16))
+  return (means[np.arange(PLANTED_ITEMS) // 20] + 0.3 * rng.normal(size=(PLANTED_ITEMS, 16))).astype(np.float32)
+
+
+@pytest.fixture(scope='session')
+def planted_text():
+  """`planted_text_embeddings()`: the text embeddings of the planted problem's items."""
+  return planted_text_embeddings()
+
+
 @pytest.fixture(scope='session')
 def assert_learned_the_communities():
   """A check that `scores: float32[U, I]` give test recall@10 well above MostPop and random ranking."""

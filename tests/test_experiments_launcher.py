@@ -37,7 +37,7 @@ def sweep(tmp_path_factory):
        'privacy': ('--analysis=privacy', '--methods=fedmf-attack-delta0.02'),
        'budget': ('--analysis=budget', '--methods=fedmf-d32')},
       {'table3': ('--table=3', '--methods=pfedrec'),
-       'table5': ('--table=5', '--methods=fedalphafuse'),
+       'table5': ('--table=5', '--methods=fedalphafuse,fedrlm_gen'),
        'table6': ('--table=6', '--methods=rqfedrec-hash'),
        'table4': ('--table=4',),
        'sparse': ('--analysis=sparse', '--methods=rqfedrec-frac0.5'),
@@ -79,7 +79,8 @@ def test_each_table_and_the_grid_run_their_own_cells(sweep):
   for name in ('table3', 'table5', 'table6', 'grid'):
     _ok(runs[name])
   assert json.loads((root / 'fedalphafuse-s0/flags.json').read_text())['alphafuse_null_dim'] == 4
-  assert '| FedAlphaFuse | 1 |' in (root / 'table5.md').read_text()
+  table5 = (root / 'table5.md').read_text()
+  assert '| FedAlphaFuse | 1 |' in table5 and '| FedRLM_gen | 1 |' in table5
   assert json.loads((root / 'per_user/pfedrec-s0/flags.json').read_text())['partition'] == 'per_user'
   assert json.loads((root / 'rqfedrec-hash-s0/flags.json').read_text())['code_ids'] == 'hash'
   assert '| PFedRec | 1 |' in (root / 'table3.md').read_text()

@@ -9,13 +9,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed.algorithms import (fedalphafuse, fedcia, fedmf, fedncf, fedrap, gpfedrec, mf_local, pfedrec,
-                                  rqfedrec)
+from tff_rqfed.algorithms import (fedalphafuse, fedcia, fedmf, fedncf, fedrap, fedrlm, gpfedrec, mf_local,
+                                  pfedrec, rqfedrec)
 from tff_rqfed.data import partition
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import communication
 from tff_rqfed.federated import process
 from tff_rqfed.models import ncf
+from tff_rqfed.models import rlm_alignment
 
 D = 8
 NUM_ITEMS = 40
@@ -184,6 +185,12 @@ SERVER_ALLOW_LIST = {
     'mf_local': _state_and_metrics({'round_num': 'int32'}, ['loss']),
     'fedalphafuse': _state_and_metrics(
         {'id_table': f'float32[{NUM_ITEMS},{D // 2}]', 'round_num': 'int32'}, ['loss']),
+    # FedRLM: the item table and the projector (con) or decoder (gen); users and their profiles stay.
+    **{f'fedrlm_{variant}': _state_and_metrics(
+        {'shared/items': f'float32[{NUM_ITEMS},{D}]',
+         **{f'shared/mlp/{k}': f'float32[{",".join(map(str, shape))}]' for k, shape in
+            enumerate(rlm_alignment.mlp_shapes(variant, embedding_dim=D, profile_dim=16))},
+         'round_num': 'int32'}, ['loss']) for variant in fedrlm.VARIANTS},
     'pfedrec': _state_and_metrics(
         {'item_embeddings': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss']),
     'rqfedrec': _state_and_metrics(
@@ -204,6 +211,9 @@ def _processes():
       'fedmf': fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedncf': fedncf.build_fedncf(num_items=NUM_ITEMS, embedding_dim=D),
       'fedrap': fedrap.build_fedrap(num_items=NUM_ITEMS, embedding_dim=D),
+      **{f'fedrlm_{variant}': fedrlm.build_fedrlm(variant=variant, num_items=NUM_ITEMS,
+                                                  profile_embeddings=text, embedding_dim=D)
+         for variant in fedrlm.VARIANTS},
       'gpfedrec': gpfedrec.build_gpfedrec(num_items=NUM_ITEMS, num_clients=NUM_CLIENTS,
                                           embedding_dim=D),
       'mf_local': mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D),
