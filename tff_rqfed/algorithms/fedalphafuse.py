@@ -119,16 +119,7 @@ def build_fedalphafuse(
                      f'{num_items} items')
   language = language_part(language_embeddings, embedding_dim=embedding_dim, standardize=standardize)
   ids_type = tff.TensorType(np.float32, [num_items, null_dim])
-  state_type = tff.types.to_type(
-      collections.OrderedDict(id_table=ids_type, round_num=tff.TensorType(np.int32)))
-
-  @tff.tensorflow.computation(state_type)
-  def server_payload(state):
-    return state['id_table']
-
-  @tff.tensorflow.computation(state_type, ids_type)
-  def server_update(state, mean_ids):
-    return collections.OrderedDict(id_table=mean_ids, round_num=state['round_num'] + 1)
+  server = process.shared_value_server('id_table', ids_type)
 
   def initial_client_states(clients):
     return cw.initial_user_embeddings(clients, embedding_dim=embedding_dim, init_scale=init_scale,
@@ -145,8 +136,8 @@ def build_fedalphafuse(
       name='fedalphafuse',
       initial_state=collections.OrderedDict(
           id_table=_initial_ids(num_items, null_dim, id_init, seed), round_num=np.int32(0)),
-      server_state_type=state_type, client_state_type=cw.user_state_type(embedding_dim),
-      server_payload=server_payload,
+      server_state_type=server.state_type, client_state_type=cw.user_state_type(embedding_dim),
+      server_payload=server.server_payload,
       client_fn=functools.partial(client_update, language=language, training=training),
-      server_update=server_update, initial_client_states=initial_client_states, scores=scores,
+      server_update=server.server_update, initial_client_states=initial_client_states, scores=scores,
       item_embeddings=item_embeddings)

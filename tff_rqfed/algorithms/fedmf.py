@@ -61,20 +61,9 @@ def build_fedmf(
   cw.check_non_negative('laplace_clip', laplace_clip)
   item_type = tff.TensorType(np.float32, [num_items, embedding_dim])
   user_type = cw.user_state_type(embedding_dim)
-  state_type = tff.types.to_type(
-      collections.OrderedDict(item_embeddings=item_type, round_num=tff.TensorType(np.int32))
-  )
-
-  @tff.tensorflow.computation(state_type)
-  def server_payload(state):
-    return state['item_embeddings']
-
+  server = process.shared_value_server('item_embeddings', item_type)
   client_fn = functools.partial(client_update, training=training, laplace_scale=laplace_scale,
                                 laplace_clip=laplace_clip)
-
-  @tff.tensorflow.computation(state_type, item_type)
-  def server_update(state, mean_items):
-    return collections.OrderedDict(item_embeddings=mean_items, round_num=state['round_num'] + 1)
 
   initial_state = collections.OrderedDict(
       item_embeddings=cw.initial_item_embeddings(
@@ -93,7 +82,7 @@ def build_fedmf(
     return devices.score_matrix(users, np.asarray(state['item_embeddings']))
 
   return process.build_recommender_process(
-      name='fedmf', initial_state=initial_state, server_state_type=state_type,
-      client_state_type=user_type, server_payload=server_payload, client_fn=client_fn,
-      server_update=server_update, initial_client_states=initial_client_states, scores=scores,
+      name='fedmf', initial_state=initial_state, server_state_type=server.state_type,
+      client_state_type=user_type, server_payload=server.server_payload, client_fn=client_fn,
+      server_update=server.server_update, initial_client_states=initial_client_states, scores=scores,
       item_embeddings=lambda state: np.asarray(state['item_embeddings']))

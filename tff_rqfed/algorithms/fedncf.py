@@ -75,19 +75,9 @@ def build_fedncf(
   dense_types = [tff.TensorType(np.float32, shape) for shape in ncf.dense_shapes(d, hidden_units)]
   shared_type = tff.types.to_type(collections.OrderedDict(
       items=tff.TensorType(np.float32, [num_items, 2 * d]), dense=dense_types))
-  state_type = tff.types.to_type(collections.OrderedDict(
-      shared=shared_type, round_num=tff.TensorType(np.int32)))
+  server = process.shared_value_server('shared', shared_type)
   user_type = cw.user_state_type(2 * d)
-
-  @tff.tensorflow.computation(state_type)
-  def server_payload(state):
-    return state['shared']
-
   client_fn = functools.partial(client_update, training=training)
-
-  @tff.tensorflow.computation(state_type, shared_type)
-  def server_update(state, mean_shared):
-    return collections.OrderedDict(shared=mean_shared, round_num=state['round_num'] + 1)
 
   items0 = cw.initial_item_embeddings(num_items, embedding_dim=2 * d, init_scale=init_scale, seed=seed)
   initial_state = collections.OrderedDict(
@@ -103,9 +93,9 @@ def build_fedncf(
     return neumf_scores(users, state['shared'])
 
   return process.build_recommender_process(
-      name='fedncf', initial_state=initial_state, server_state_type=state_type,
-      client_state_type=user_type, server_payload=server_payload, client_fn=client_fn,
-      server_update=server_update, initial_client_states=initial_client_states, scores=scores)
+      name='fedncf', initial_state=initial_state, server_state_type=server.state_type,
+      client_state_type=user_type, server_payload=server.server_payload, client_fn=client_fn,
+      server_update=server.server_update, initial_client_states=initial_client_states, scores=scores)
 
 
 def neumf_scores(users: np.ndarray, shared, *, users_per_chunk: int = 64) -> np.ndarray:

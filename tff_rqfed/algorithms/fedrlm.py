@@ -106,16 +106,7 @@ def build_fedrlm(
   shared_type = tff.types.to_type(collections.OrderedDict(
       items=tff.TensorType(np.float32, [num_items, embedding_dim]),
       mlp=[tff.TensorType(np.float32, shape) for shape in shapes]))
-  state_type = tff.types.to_type(collections.OrderedDict(
-      shared=shared_type, round_num=tff.TensorType(np.int32)))
-
-  @tff.tensorflow.computation(state_type)
-  def server_payload(state):
-    return state['shared']
-
-  @tff.tensorflow.computation(state_type, shared_type)
-  def server_update(state, mean_shared):
-    return collections.OrderedDict(shared=mean_shared, round_num=state['round_num'] + 1)
+  server = process.shared_value_server('shared', shared_type)
 
   initial_state = collections.OrderedDict(
       shared=collections.OrderedDict(
@@ -137,9 +128,9 @@ def build_fedrlm(
     return devices.score_matrix(users, item_embeddings(state))
 
   return process.build_recommender_process(
-      name=f'fedrlm_{variant}', initial_state=initial_state, server_state_type=state_type,
-      client_state_type=cw.user_state_type(embedding_dim), server_payload=server_payload,
+      name=f'fedrlm_{variant}', initial_state=initial_state, server_state_type=server.state_type,
+      client_state_type=cw.user_state_type(embedding_dim), server_payload=server.server_payload,
       client_fn=functools.partial(client_update, variant=variant, item_profiles=profiles,
                                   options=options, training=training),
-      server_update=server_update, initial_client_states=initial_client_states, scores=scores,
+      server_update=server.server_update, initial_client_states=initial_client_states, scores=scores,
       item_embeddings=item_embeddings)

@@ -123,19 +123,9 @@ def build_pfedrec(
   item_type = tff.TensorType(np.float32, [num_items, d])
   client_state_type = tff.types.to_type(collections.OrderedDict(
       score_functions=tff.TensorType(np.float32, [None, d + 1]), item_embeddings=item_type))
-  state_type = tff.types.to_type(
-      collections.OrderedDict(item_embeddings=item_type, round_num=tff.TensorType(np.int32)))
-
-  @tff.tensorflow.computation(state_type)
-  def server_payload(state):
-    return state['item_embeddings']
-
+  server = process.shared_value_server('item_embeddings', item_type)
   client_fn = functools.partial(client_update, training=training,
                                 item_learning_rate_scale=float(item_learning_rate_scale))
-
-  @tff.tensorflow.computation(state_type, item_type)
-  def server_update(state, mean_items):
-    return collections.OrderedDict(item_embeddings=mean_items, round_num=state['round_num'] + 1)
 
   initial_items = cw.initial_item_embeddings(num_items, embedding_dim=d, init_scale=init_scale,
                                              seed=seed)
@@ -152,7 +142,7 @@ def build_pfedrec(
     return personal_scores(client_states, clients, num_users, num_items)
 
   return process.build_recommender_process(
-      name='pfedrec', initial_state=initial_state, server_state_type=state_type,
-      client_state_type=client_state_type, server_payload=server_payload, client_fn=client_fn,
-      server_update=server_update, initial_client_states=initial_client_states, scores=scores,
+      name='pfedrec', initial_state=initial_state, server_state_type=server.state_type,
+      client_state_type=client_state_type, server_payload=server.server_payload, client_fn=client_fn,
+      server_update=server.server_update, initial_client_states=initial_client_states, scores=scores,
       aggregator=tff.aggregators.UnweightedMeanFactory())

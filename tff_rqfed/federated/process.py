@@ -284,6 +284,33 @@ def _build_process(initial_state, round_fn: tff.Computation,
   return tff.templates.IterativeProcess(initialize, round_fn)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedValueServer:
+  """The server of FedAvg over one shared value: state `OrderedDict(<name>=value, round_num=int32)`,
+  `server_payload` broadcasts the value, `server_update` replaces it by the clients' mean and counts
+  the round (FedMF's item table, FedNCF's and FedRLM's tables and MLPs, ...)."""
+
+  state_type: Any
+  server_payload: tff.Computation
+  server_update: tff.Computation
+
+
+def shared_value_server(name: str, value_type) -> SharedValueServer:
+  """`SharedValueServer` for a shared value of TFF type `value_type` stored under `name`."""
+  state_type = tff.types.to_type(collections.OrderedDict(
+      [(name, value_type), ('round_num', tff.TensorType(np.int32))]))
+
+  @tff.tensorflow.computation(state_type)
+  def server_payload(state):
+    return state[name]
+
+  @tff.tensorflow.computation(state_type, value_type)
+  def server_update(state, mean_value):
+    return collections.OrderedDict([(name, mean_value), ('round_num', state['round_num'] + 1)])
+
+  return SharedValueServer(state_type, server_payload, server_update)
+
+
 def build_recommender_process(
     *,
     name: str,

@@ -103,6 +103,30 @@ def fresh_zeros(like: tf.Tensor) -> tf.Tensor:
   return tf.raw_ops.Empty(shape=tf.shape(like), dtype=like.dtype, init=True)
 
 
+def train_compact(body, *, users, table, touched, total_steps, dense=()):
+  """Runs `total_steps` local steps `body` on a compact copy of the rows `touched` of `table`.
+
+  The loop state, which `body(*state)` maps to the next one, is (step, users, users_m, users_v,
+  compact, compact_m, compact_v, loss_sum, *dense, *dense_m, *dense_v): the client's user table
+  `float32[U_k, d]`, the compact rows `float32[len(touched), d]`, dense weights (NeuMF's or RLMRec's
+  MLP), each with its Adam moments. The loop owns these buffers (a deep copy, a gather result, fresh
+  zeros), so `body` may write rows in place (`overwrite_rows`).
+
+  Returns:
+    (users, table with the trained rows scattered back once, [dense weights], mean loss per step).
+  """
+  compact = tf.gather(table, touched)
+  users_t = tf.raw_ops.DeepCopy(x=users)
+  zeros = [tf.zeros_like(w) for w in dense]
+  final = tf.while_loop(
+      lambda step, *_: step < total_steps, body,
+      (tf.constant(0), users_t, fresh_zeros(users_t), fresh_zeros(users_t), compact,
+       fresh_zeros(compact), fresh_zeros(compact), tf.constant(0.0), *dense, *zeros, *zeros))
+  table = tf.tensor_scatter_nd_update(table, touched[:, None], final[4])
+  mean_loss = final[7] / tf.cast(tf.maximum(total_steps, 1), tf.float32)
+  return final[1], table, list(final[8:8 + len(dense)]), mean_loss
+
+
 def sample_negatives(
     local_users: tf.Tensor,
     positive_mask: tf.Tensor,
@@ -321,18 +345,9 @@ def train_local(
     )
     return step + 1, users_t, um, uv, params_t, pm, pv, loss_sum + loss
 
-  # The loop owns these buffers (a gather result, a deep copy, fresh zeros): rows are written in place.
-  compact = tf.gather(params, touched)
-  users_t = tf.raw_ops.DeepCopy(x=user_embeddings)
-  final = tf.while_loop(
-      lambda step, *_: step < examples.total_steps,
-      body,
-      (tf.constant(0), users_t, fresh_zeros(users_t), fresh_zeros(users_t),
-       compact, fresh_zeros(compact), fresh_zeros(compact), tf.constant(0.0)),
-  )
-  params = tf.tensor_scatter_nd_update(params, touched[:, None], final[4])
-  mean_loss = final[7] / tf.cast(tf.maximum(examples.total_steps, 1), tf.float32)
-  return final[1], params, mean_loss, trained
+  users_t, params, _, mean_loss = train_compact(
+      body, users=user_embeddings, table=params, touched=touched, total_steps=examples.total_steps)
+  return users_t, params, mean_loss, trained
 
 
 def identity_parameterisation(num_items: int):

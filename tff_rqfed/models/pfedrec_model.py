@@ -141,13 +141,7 @@ def train_local(
                                       learning_rate=item_learning_rate, weight_decay=weight_decay)
     return step + 1, scores_t, sm, sv, items_t, im, iv, loss_sum + loss
 
-  # The loop owns these buffers (a gather result, a deep copy, fresh zeros): rows are written in place.
-  compact = tf.gather(items, touched)
-  scores_t = tf.raw_ops.DeepCopy(x=score_functions)
-  final = tf.while_loop(
-      lambda step, *_: step < examples.total_steps, body,
-      (tf.constant(0), scores_t, mf.fresh_zeros(scores_t), mf.fresh_zeros(scores_t), compact,
-       mf.fresh_zeros(compact), mf.fresh_zeros(compact), tf.constant(0.0)))
-  items = tf.tensor_scatter_nd_update(items, touched[:, None], final[4])
-  mean_loss = final[7] / tf.cast(tf.maximum(examples.total_steps, 1), tf.float32)
-  return final[1], items, mean_loss
+  # The score functions take the user table's place in the loop state.
+  score_functions, items, _, mean_loss = mf.train_compact(
+      body, users=score_functions, table=items, touched=touched, total_steps=examples.total_steps)
+  return score_functions, items, mean_loss

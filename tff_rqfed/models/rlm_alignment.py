@@ -191,15 +191,5 @@ def train_local(users, items, weights, local_users, positives, seed, *, variant:
                                weight_decay=weight_decay)
     return (step + 1, users_t, um, uv, items_t, im, iv, loss_sum + loss, *mlp, *m, *v)
 
-  # The loop owns these buffers (a gather result, a deep copy, fresh zeros): rows are written in place.
-  compact = tf.gather(items, touched)
-  users_t = tf.raw_ops.DeepCopy(x=users)
-  zeros = [tf.zeros_like(w) for w in weights]
-  final = tf.while_loop(
-      lambda step, *_: step < examples.total_steps, body,
-      (tf.constant(0), users_t, mf.fresh_zeros(users_t), mf.fresh_zeros(users_t), compact,
-       mf.fresh_zeros(compact), mf.fresh_zeros(compact), tf.constant(0.0),
-       *weights, *zeros, *zeros))
-  items = tf.tensor_scatter_nd_update(items, touched[:, None], final[4])
-  mean_loss = final[7] / tf.cast(tf.maximum(examples.total_steps, 1), tf.float32)
-  return final[1], items, list(final[8:8 + num_dense]), mean_loss
+  return mf.train_compact(body, users=users, table=items, touched=touched,
+                          total_steps=examples.total_steps, dense=weights)
