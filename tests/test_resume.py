@@ -58,8 +58,11 @@ def _sweep_folder(tmp_path_factory, name: str):
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
   root, interactions_file, env = _sweep_folder(tmp_path_factory, 'resume')
-  whole = subprocess.run(_command(root / 'whole', interactions_file), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+  # The uninterrupted run trains beside the one to be killed (one per core); its output goes to files,
+  # which cannot fill up as an unread pipe would.
+  out, err = open(root / 'whole.out', 'w'), open(root / 'whole.err', 'w')
+  whole = subprocess.Popen(_command(root / 'whole', interactions_file), cwd=REPO, env=env,
+                           stdout=out, stderr=err)
   killed_dir = root / 'killed'
   proc = subprocess.Popen(_command(killed_dir, interactions_file), cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,6 +80,10 @@ def runs(tmp_path_factory):
                 'files': sorted(p.relative_to(killed_dir).as_posix() for p in killed_dir.rglob('*'))}
   resumed = subprocess.run(_command(killed_dir, interactions_file, '--resume'), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
+  whole.wait(timeout=600)
+  out.close(), err.close()
+  whole = subprocess.CompletedProcess(whole.args, whole.returncode, *(
+      (root / name).read_text() for name in ('whole.out', 'whole.err')))
   return {'whole': whole, 'resumed': resumed, 'after_kill': after_kill, 'root': root}
 
 

@@ -64,8 +64,10 @@ def _wait(condition, timeout):
 @pytest.fixture(scope='module')
 def sweeps(tmp_path_factory):
   root = tmp_path_factory.mktemp('sweep')
-  whole = subprocess.run(_command(root / 'whole'), cwd=REPO, env=_env(), capture_output=True,
-                         text=True, timeout=900)
+  # The uninterrupted sweep runs beside the one to be killed (one per core); its output goes to files,
+  # which cannot fill up as an unread pipe would.
+  out, err = open(root / 'whole.out', 'w'), open(root / 'whole.err', 'w')
+  whole = subprocess.Popen(_command(root / 'whole'), cwd=REPO, env=_env(), stdout=out, stderr=err)
   killed = root / 'killed'
   runner = subprocess.Popen(_command(killed), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -81,6 +83,10 @@ def sweeps(tmp_path_factory):
   first_mtime = (killed / CELLS[0] / 'summary.json').stat().st_mtime_ns
   resumed = subprocess.run(_command(killed), cwd=REPO, env=_env(), capture_output=True, text=True,
                            timeout=900)
+  whole.wait(timeout=900)
+  out.close(), err.close()
+  whole = subprocess.CompletedProcess(whole.args, whole.returncode, *(
+      (root / name).read_text() for name in ('whole.out', 'whole.err')))
   return {'root': root, 'whole': whole, 'resumed': resumed, 'at_kill': at_kill,
           'first_mtime': first_mtime}
 
