@@ -69,7 +69,8 @@ _COLD_ITEM_RATIO = flags.DEFINE_float(
     'data, its interactions tested (data/cold_items.py).', lower_bound=0.0, upper_bound=0.99)
 _TRACK_SIMILARITY = flags.DEFINE_bool(
     'track_similarity', False, "Fig. 4: each round's change of item-item cosine similarity on the "
-    "server's item table, over 20 random item groups (DIR/similarity_change.csv; fedmf, rqfedrec).")
+    "server's item table, over 20 random item groups (DIR/similarity_change.csv; the methods with a "
+    "server-side item table: fedmf, rqfedrec, fedalphafuse, fedrlm_con, fedrlm_gen).")
 _CLIENT_FRACTION = flags.DEFINE_float(
     'client_fraction', 1.0, 'Share of the clients sampled to take part in each round (the others keep '
     'their state); 1: every client, every round.', lower_bound=0.001, upper_bound=1.0)
@@ -466,18 +467,25 @@ def check_algorithm_flags() -> None:
   if (_LAPLACE.value > 0 or _LAPLACE_CLIP.value > 0) and _ALGORITHM.value not in LAPLACE_ALGORITHMS:
     raise app.UsageError(f'--laplace_scale and --laplace_clip apply to {", ".join(LAPLACE_ALGORITHMS)}, '
                          f'not --algorithm={_ALGORITHM.value}')
-  if _TRACK_SIMILARITY.value and _ALGORITHM.value not in ('fedmf', 'rqfedrec'):
-    raise app.UsageError('--track_similarity applies to fedmf, rqfedrec (a server-side item table), '
-                         f'not --algorithm={_ALGORITHM.value}')
-  if _CLIENT_FRACTION.value < 1 and _ALGORITHM.value == 'gpfedrec':
-    raise app.UsageError('--client_fraction: GPFedRec builds its client graph from every client\'s '
-                         f'upload each round; it runs with all clients, not {_CLIENT_FRACTION.value}')
-  if client_shards() > 1 and _ALGORITHM.value == 'gpfedrec':
-    raise app.UsageError('--client_shards and --workers: GPFedRec\'s round collects every client\'s '
-                         'upload for its client graph and runs as one computation on one worker')
   if _COLD_ITEM_RATIO.value > 0 and _ATTACK.value:
     raise app.UsageError('--attack replays uploads without cold items; it cannot be combined with '
                          f'--cold_item_ratio={_COLD_ITEM_RATIO.value}')
+
+
+def check_process_flags(process) -> None:
+  """Flags that need something of the built process (before any TFF worker starts): a server-side
+  item table for --track_similarity, a round that can be split for client sampling and shards."""
+  name = _ALGORITHM.value
+  if _TRACK_SIMILARITY.value and process.item_embeddings is None:
+    raise app.UsageError(f'--track_similarity needs an item table the server can form; --algorithm={name} '
+                         'keeps its item tables on the clients')
+  collects = process.collect is not None  # the round gathers every client's upload (GPFedRec's graph)
+  if _CLIENT_FRACTION.value < 1 and collects:
+    raise app.UsageError(f'--client_fraction: --algorithm={name} builds its round from every client\'s '
+                         f'upload (its client graph); it runs with all clients, not {_CLIENT_FRACTION.value}')
+  if client_shards() > 1 and collects:
+    raise app.UsageError(f'--client_shards and --workers: the round of --algorithm={name} collects every '
+                         'client\'s upload and runs as one computation on one worker')
 
 
 def privacy_summary(summary: dict) -> dict:
@@ -512,11 +520,12 @@ def _prepare(output_dir: pathlib.Path):
   split = noise.inject_noise(split, ratio=_NOISE_RATIO.value, seed=_SEED.value)
   split = cold_items.hold_out_items(split, ratio=_COLD_ITEM_RATIO.value, seed=_SEED.value)
   check_sizes(dataset, split)
+  clients = process = None
+  if _ALGORITHM.value != 'mostpop':
+    clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)
+    process = build_process(dataset, _SEED.value, num_clients=len(clients))
+    check_process_flags(process)
   note_users_without_interactions(split)
-  if _ALGORITHM.value == 'mostpop':
-    return flag_values, dataset, split, None, None
-  clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)
-  process = build_process(dataset, _SEED.value, num_clients=len(clients))
   return flag_values, dataset, split, clients, process
 
 

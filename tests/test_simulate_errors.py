@@ -69,7 +69,7 @@ def _cases(tmp_path):
       'unknown algorithm': (file + ['--algorithm=fedavg'], ['--algorithm', 'fedavg']),
       'cold item ratio of 1': (file + ['--cold_item_ratio=1'], ['--cold_item_ratio', '1']),
       'client sampling for GPFedRec': (file + ['--algorithm=gpfedrec', '--client_fraction=0.5'],
-                                       ['--client_fraction', '0.5']),
+                                       ['--client_fraction', '0.5', '--algorithm=gpfedrec']),
       'client fraction of 0': (file + ['--client_fraction=0'], ['--client_fraction', '0']),
       'more client shards than clients in a round': (file + ['--clients=4', '--client_shards=5'],
                                                      ['--client_shards=5', '4 clients']),
@@ -77,9 +77,9 @@ def _cases(tmp_path):
                                            ['--client_shards=2', '3 workers']),
       'a worker address without a port': (file + ['--workers=localhost'], ['--workers', "'localhost'"]),
       'client shards for GPFedRec': (file + ['--algorithm=gpfedrec', '--client_shards=2'],
-                                     ['--client_shards', 'GPFedRec']),
+                                     ['--client_shards', '--algorithm=gpfedrec']),
       'similarity tracking without a server table': (file + ['--algorithm=pfedrec', '--track_similarity'],
-                                                     ['--track_similarity', 'pfedrec']),
+                                                     ['--track_similarity', '--algorithm=pfedrec']),
   }
 
 
