@@ -1,6 +1,6 @@
 r"""Seconds per federated round, split into stages, with TFF's overhead against plain TensorFlow.
 
-  .venv/bin/python -m benchmarks.round_speed [--algorithms=fedmf,rqfedrec,mf_local,fedncf,pfedrec,fedrap] \
+  .venv/bin/python -m benchmarks.round_speed [--algorithms=fedmf,rqfedrec,mf_local,fedncf,pfedrec,fedrap,fedrlm_con,fedrlm_gen] \
       [--dataset=ml-100k] [--partition=blocks] [--clients=100] [--rounds=5] \
       [--max_concurrent_computation_calls=-1] [--intra_op_threads=0] [--inter_op_threads=0] \
       [--client_shards=1] [--workers=0]
@@ -48,16 +48,18 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rqfed import execution, results_io, simulation
-from tff_rqfed.algorithms import fedmf, fedncf, fedrap, mf_local, pfedrec, rqfedrec
+from tff_rqfed.algorithms import fedmf, fedncf, fedrap, fedrlm, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import movielens, partition, protocols, text
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import process as process_lib
 from tff_rqfed.models import mf
 from tff_rqfed.semantic import encoders
 
-ALGORITHMS = ('fedmf', 'rqfedrec', 'mf_local', 'fedncf', 'pfedrec', 'fedrap')
+ALGORITHMS = ('fedmf', 'rqfedrec', 'mf_local', 'fedncf', 'pfedrec', 'fedrap', 'fedrlm_con', 'fedrlm_gen')
+DEFAULT_ALGORITHMS = ALGORITHMS[:6]  # FedRLM only when asked: its rounds are slow (README, Table 5)
 BASELINES = {'fedncf': fedncf.build_fedncf, 'pfedrec': pfedrec.build_pfedrec, 'fedrap': fedrap.build_fedrap}
-_ALGORITHMS = flags.DEFINE_list('algorithms', list(ALGORITHMS), f'Subset of {ALGORITHMS}.')
+TEXT_ALGORITHMS = ('rqfedrec', 'fedrlm_con', 'fedrlm_gen')  # they read the items' text embeddings
+_ALGORITHMS = flags.DEFINE_list('algorithms', list(DEFAULT_ALGORITHMS), f'Subset of {ALGORITHMS}.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset.')
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Rounds per algorithm (the first is reported apart).')
@@ -95,6 +97,8 @@ def build(name, dataset, embeddings):
     return mf_local.build_mf_local(**common)
   if name in BASELINES:
     return BASELINES[name](**common)
+  if name.startswith('fedrlm_'):
+    return fedrlm.build_fedrlm(variant=name[len('fedrlm_'):], profile_embeddings=embeddings, **common)
   codes = 256 if dataset.name == 'ml-100k' else 512
   config = rqfedrec.RQConfig(codes_per_level=codes, refresh_every=_REFRESH.value)
   return rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=config, **common)
@@ -232,7 +236,7 @@ def main(argv):
   tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True})
   execution.set_execution_context(worker)
   embeddings = None
-  if 'rqfedrec' in _ALGORITHMS.value:
+  if set(TEXT_ALGORITHMS) & set(_ALGORITHMS.value):
     embeddings = encoders.item_text_embeddings(
         text.item_texts(dataset), dataset_name=dataset.name, cache_dir=movielens.default_cache_dir())
   results = collections.OrderedDict(
