@@ -1,6 +1,8 @@
 """Tests of the simulation loop with a scripted stand-in for a federated process (no TFF)."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -91,6 +93,47 @@ def test_interrupt_still_evaluates_and_writes_the_best_state(tmp_path):
   assert summary['valid']['ndcg@3'] == pytest.approx(1.0)
   assert json.loads((tmp_path / 'summary.json').read_text()) == summary
   assert len(pd.read_csv(tmp_path / 'rounds.csv')) == 3
+
+
+class SignalledWhileScoringProcess(ScriptedProcess):
+  """Sends itself SIGTERM in its `signal_at`-th call of `scores`: the final evaluation of the best
+  state, after every round's validation."""
+
+  def __init__(self, good_rounds, *, signal_at, **kwargs):
+    super().__init__(good_rounds, **kwargs)
+    self.signal_at, self.calls = signal_at, 0
+
+  def scores(self, state, client_states, clients, num_users):
+    self.calls += 1
+    if self.calls == self.signal_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return super().scores(state, client_states, clients, num_users)
+
+
+@pytest.mark.parametrize('interrupt_at, evaluated_rounds', [(None, 5), (4, 3)])
+def test_a_signal_during_the_final_evaluation_still_writes_the_summary(tmp_path, interrupt_at,
+                                                                      evaluated_rounds):
+  """A SIGTERM after training stopped (a second one after an interrupt, or one as the last round
+  ends) is noted, not raised: the summary is written, marked interrupted."""
+
+  class Stop(Exception):  # raised by the signal, as execution.Terminated (not a KeyboardInterrupt
+    pass                  # here, so that a regression fails this test instead of stopping pytest)
+
+  def stop(signum, frame):
+    raise Stop
+
+  process = SignalledWhileScoringProcess(good_rounds={2}, interrupt_at=interrupt_at,
+                                         signal_at=evaluated_rounds + 1)
+  previous = signal.signal(signal.SIGTERM, stop)
+  try:
+    summary = _run(tmp_path, process, rounds=5, patience=10)
+    assert signal.getsignal(signal.SIGTERM) is stop  # the run's handler is back afterwards
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert process.calls > evaluated_rounds  # the signal was sent, in the final evaluation
+  assert summary['interrupted'] is True and summary['best_round'] == 2
+  assert summary['rounds_run'] == evaluated_rounds
+  assert json.loads((tmp_path / 'summary.json').read_text()) == summary
 
 
 def test_config_rejects_bad_values_quoting_them():

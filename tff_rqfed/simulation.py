@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import dataclasses
 import json
 import pathlib
 import shutil
+import signal
+import threading
 import time
 
 import numpy as np
@@ -311,24 +314,56 @@ def run_simulation(
     tracker.start(progress.state)
   interrupted = False
   bar = tqdm.trange(resumed_from + 1, config.rounds + 1, disable=not config.progress, desc=process.name)
-  try:
-    for round_num in bar:
-      if progress.since_best >= config.patience:  # since_best only grows after min_rounds
-        break
-      row = _train_round(process, progress, clients, split, config, round_num, workers)
-      if tracker is not None:
-        row['item_similarity_change'] = tracker.update(progress.state, round_num)
-      metrics = {name: value for name, value in row.items() if name != 'round'}
-      asyncio.run(metrics_manager.release(metrics, key=round_num))
-      checkpoints.maybe_save(progress, round_num)
-      if f'valid_ndcg@{config.k}' in row:
-        bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",
-                        valid_ndcg=f"{row[f'valid_ndcg@{config.k}']:.4f}", best=progress.best_round)
-  except KeyboardInterrupt:
-    interrupted = True
-  finally:
-    bar.close()
+  # From the end of training to the written summary, SIGINT and SIGTERM are only noted.
+  with contextlib.ExitStack() as deferred:
+    try:
+      for round_num in bar:
+        if progress.since_best >= config.patience:  # since_best only grows after min_rounds
+          break
+        row = _train_round(process, progress, clients, split, config, round_num, workers)
+        if tracker is not None:
+          row['item_similarity_change'] = tracker.update(progress.state, round_num)
+        metrics = {name: value for name, value in row.items() if name != 'round'}
+        asyncio.run(metrics_manager.release(metrics, key=round_num))
+        checkpoints.maybe_save(progress, round_num)
+        if f'valid_ndcg@{config.k}' in row:
+          bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",
+                          valid_ndcg=f"{row[f'valid_ndcg@{config.k}']:.4f}", best=progress.best_round)
+    except KeyboardInterrupt:
+      interrupted = True
+    finally:
+      late_signals = deferred.enter_context(_signals_deferred())
+      bar.close()
+    return _finish(process, progress, clients, split, config, output_dir,
+                   interrupted=lambda: interrupted or bool(late_signals), resumed_from=resumed_from,
+                   extra_summary=extra_summary, on_finish=on_finish, item_ids=item_ids,
+                   user_ids=user_ids)
 
+
+@contextlib.contextmanager
+def _signals_deferred():
+  """SIGINT and SIGTERM only noted inside the block (the list it yields), so the best state's
+  evaluation and summary are written whole: a second Ctrl-C or SIGTERM after the one that stopped
+  training, or one that arrives as training ends, no longer loses them. Off the main thread, where
+  Python cannot install handlers, nothing changes."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+  for signum in previous:
+    signal.signal(signum, lambda signum, frame: received.append(signum))
+  try:
+    yield received
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+
+
+def _finish(process, progress, clients, split, config, output_dir, *, interrupted, resumed_from,
+            extra_summary, on_finish, item_ids, user_ids) -> dict:
+  """Evaluates the best state on test and validation and writes `summary.json` (and `topk.csv`);
+  `interrupted()` says whether a signal stopped the run, asked when the summary is written."""
   scores = process.scores(progress.best_state, progress.best_client_states, clients, split.num_users)
   test, top_k = evaluate_scores(scores, split, k=config.k, on='test')
   valid, _ = evaluate_scores(scores, split, k=config.k, on='valid')
@@ -343,7 +378,7 @@ def run_simulation(
       'best_round': progress.best_round,
       'rounds_run': len(progress.history),
       'resumed_from_round': resumed_from,
-      'interrupted': interrupted,
+      'interrupted': None,  # set just before the summary is written
       'seconds_per_round': float(np.mean(seconds)) if seconds else None,
       'communication': process.communication,
   }
@@ -351,6 +386,7 @@ def run_simulation(
     summary.update(extra_summary)
   if on_finish is not None:
     summary.update(on_finish(summary, progress.best_state, progress.best_client_states))
+  summary['interrupted'] = interrupted()
   write_atomic(output_dir / 'summary.json', json.dumps(summary, indent=2, sort_keys=True) + '\n')
   if config.save_topk:
     _write_topk(output_dir, split, top_k, item_ids=item_ids, user_ids=user_ids)
