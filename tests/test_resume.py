@@ -81,7 +81,8 @@ def runs(tmp_path_factory):
   resumed = subprocess.run(_command(killed_dir, interactions_file, '--resume'), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
   whole.wait(timeout=600)
-  out.close(), err.close()
+  out.close()
+  err.close()
   whole = subprocess.CompletedProcess(whole.args, whole.returncode, *(
       (root / name).read_text() for name in ('whole.out', 'whole.err')))
   return {'whole': whole, 'resumed': resumed, 'after_kill': after_kill, 'root': root}

@@ -335,7 +335,7 @@ def run_simulation(
       late_signals = deferred.enter_context(_signals_deferred())
       bar.close()
     return _finish(process, progress, clients, split, config, output_dir,
-                   interrupted=lambda: interrupted or bool(late_signals), resumed_from=resumed_from,
+                   interrupted=interrupted, late_signals=late_signals, resumed_from=resumed_from,
                    extra_summary=extra_summary, on_finish=on_finish, item_ids=item_ids,
                    user_ids=user_ids)
 
@@ -360,10 +360,11 @@ def _signals_deferred():
       signal.signal(signum, handler)
 
 
-def _finish(process, progress, clients, split, config, output_dir, *, interrupted, resumed_from,
-            extra_summary, on_finish, item_ids, user_ids) -> dict:
-  """Evaluates the best state on test and validation and writes `summary.json` (and `topk.csv`);
-  `interrupted()` says whether a signal stopped the run, asked when the summary is written."""
+def _finish(process, progress, clients, split, config, output_dir, *, interrupted: bool,
+            late_signals: list, resumed_from, extra_summary, on_finish, item_ids, user_ids) -> dict:
+  """Evaluates the best state on test and validation and writes `summary.json` (and `topk.csv`).
+  The summary says `interrupted` when a signal stopped training or arrived since (`late_signals`,
+  filled by `_signals_deferred` until the summary is written)."""
   scores = process.scores(progress.best_state, progress.best_client_states, clients, split.num_users)
   test, top_k = evaluate_scores(scores, split, k=config.k, on='test')
   valid, _ = evaluate_scores(scores, split, k=config.k, on='valid')
@@ -378,7 +379,6 @@ def _finish(process, progress, clients, split, config, output_dir, *, interrupte
       'best_round': progress.best_round,
       'rounds_run': len(progress.history),
       'resumed_from_round': resumed_from,
-      'interrupted': None,  # set just before the summary is written
       'seconds_per_round': float(np.mean(seconds)) if seconds else None,
       'communication': process.communication,
   }
@@ -386,7 +386,7 @@ def _finish(process, progress, clients, split, config, output_dir, *, interrupte
     summary.update(extra_summary)
   if on_finish is not None:
     summary.update(on_finish(summary, progress.best_state, progress.best_client_states))
-  summary['interrupted'] = interrupted()
+  summary['interrupted'] = interrupted or bool(late_signals)
   write_atomic(output_dir / 'summary.json', json.dumps(summary, indent=2, sort_keys=True) + '\n')
   if config.save_topk:
     _write_topk(output_dir, split, top_k, item_ids=item_ids, user_ids=user_ids)

@@ -84,7 +84,8 @@ def sweeps(tmp_path_factory):
   resumed = subprocess.run(_command(killed), cwd=REPO, env=_env(), capture_output=True, text=True,
                            timeout=900)
   whole.wait(timeout=900)
-  out.close(), err.close()
+  out.close()
+  err.close()
   whole = subprocess.CompletedProcess(whole.args, whole.returncode, *(
       (root / name).read_text() for name in ('whole.out', 'whole.err')))
   return {'root': root, 'whole': whole, 'resumed': resumed, 'at_kill': at_kill,
