@@ -206,8 +206,9 @@ def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path, 
   rounds_file = output_dir / 'rounds.csv'
   workers = []
   with open(tmp_path / 'stderr.txt', 'w') as stderr:
-    proc = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
-                            stdout=subprocess.DEVNULL, stderr=stderr)
+    # PYTHONFAULTHANDLER: a SIGABRT dumps every thread's stack to stderr (below, if it hangs).
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONFAULTHANDLER='1'))
   try:
     def two_rounds_written():
       if proc.poll() is not None:
@@ -219,7 +220,14 @@ def test_sigterm_writes_the_best_state_stops_the_worker_and_exits_130(tmp_path, 
     workers = execution.worker_pids(parent=proc.pid)
     assert workers, 'the launcher should have started a TFF worker'
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 130
+    try:
+      returncode = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+      proc.send_signal(signal.SIGABRT)
+      proc.wait(timeout=30)
+      pytest.fail('the launcher did not exit within 120 s of SIGTERM; its stacks:\n'
+                  + (tmp_path / 'stderr.txt').read_text()[-6000:])
+    assert returncode == 130, (tmp_path / 'stderr.txt').read_text()[-3000:]
   finally:
     proc.kill()
     proc.wait()

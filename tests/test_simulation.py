@@ -95,6 +95,23 @@ def test_interrupt_still_evaluates_and_writes_the_best_state(tmp_path):
   assert len(pd.read_csv(tmp_path / 'rounds.csv')) == 3
 
 
+class Stop(Exception):
+  """What the run's own SIGTERM handler raises in these tests (as `execution.Terminated`, but not a
+  KeyboardInterrupt, so that a regression fails the test instead of stopping pytest)."""
+
+
+@pytest.fixture
+def sigterm_raises_stop():
+  """SIGTERM raises `Stop` outside the simulation loop; yields the handler."""
+
+  def stop(signum, frame):
+    raise Stop
+
+  previous = signal.signal(signal.SIGTERM, stop)
+  yield stop
+  signal.signal(signal.SIGTERM, previous)
+
+
 class SignalledWhileScoringProcess(ScriptedProcess):
   """Sends itself SIGTERM in its `signal_at`-th call of `scores`: the final evaluation of the best
   state, after every round's validation."""
@@ -112,28 +129,69 @@ class SignalledWhileScoringProcess(ScriptedProcess):
 
 @pytest.mark.parametrize('interrupt_at, evaluated_rounds', [(None, 5), (4, 3)])
 def test_a_signal_during_the_final_evaluation_still_writes_the_summary(tmp_path, interrupt_at,
-                                                                      evaluated_rounds):
+                                                                      evaluated_rounds,
+                                                                      sigterm_raises_stop):
   """A SIGTERM after training stopped (a second one after an interrupt, or one as the last round
   ends) is noted, not raised: the summary is written, marked interrupted."""
-
-  class Stop(Exception):  # raised by the signal, as execution.Terminated (not a KeyboardInterrupt
-    pass                  # here, so that a regression fails this test instead of stopping pytest)
-
-  def stop(signum, frame):
-    raise Stop
-
   process = SignalledWhileScoringProcess(good_rounds={2}, interrupt_at=interrupt_at,
                                          signal_at=evaluated_rounds + 1)
-  previous = signal.signal(signal.SIGTERM, stop)
-  try:
-    summary = _run(tmp_path, process, rounds=5, patience=10)
-    assert signal.getsignal(signal.SIGTERM) is stop  # the run's handler is back afterwards
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+  summary = _run(tmp_path, process, rounds=5, patience=10)
+  assert signal.getsignal(signal.SIGTERM) is sigterm_raises_stop  # the run's handler is back
   assert process.calls > evaluated_rounds  # the signal was sent, in the final evaluation
   assert summary['interrupted'] is True and summary['best_round'] == 2
   assert summary['rounds_run'] == evaluated_rounds
   assert json.loads((tmp_path / 'summary.json').read_text()) == summary
+
+
+class SignalledInRoundProcess(ScriptedProcess):
+  """Sends itself SIGTERM inside round `signal_in`, then finishes the round or, with `fail`, raises
+  RuntimeError (as a round whose TFF worker a terminal's Ctrl-C stopped too)."""
+
+  def __init__(self, good_rounds, *, signal_in, fail=False):
+    super().__init__(good_rounds)
+    self.signal_in, self.fail = signal_in, fail
+
+  def next(self, state, client_states, data, *, round_num, shards=1, workers=None):
+    if round_num == self.signal_in:
+      os.kill(os.getpid(), signal.SIGTERM)
+      if self.fail:
+        raise RuntimeError('the worker is gone')
+    return super().next(state, client_states, data, round_num=round_num)
+
+
+def test_a_signal_during_a_round_lets_the_round_finish_then_stops(tmp_path, sigterm_raises_stop):
+  summary = _run(tmp_path, SignalledInRoundProcess(good_rounds={2}, signal_in=3), rounds=50,
+                 patience=10)
+  assert signal.getsignal(signal.SIGTERM) is sigterm_raises_stop
+  assert summary['interrupted'] is True
+  assert summary['rounds_run'] == 3 and summary['best_round'] == 2
+  assert pd.read_csv(tmp_path / 'rounds.csv')['round'].tolist() == [1, 2, 3]
+  assert json.loads((tmp_path / 'summary.json').read_text()) == summary
+
+
+def test_a_round_that_fails_after_a_stop_request_is_dropped_and_the_best_state_written(
+    tmp_path, sigterm_raises_stop):
+  summary = _run(tmp_path, SignalledInRoundProcess(good_rounds={2}, signal_in=3, fail=True),
+                 rounds=50, patience=10)
+  assert summary['interrupted'] is True
+  assert summary['rounds_run'] == 2 and summary['best_round'] == 2
+  assert summary['valid']['ndcg@3'] == pytest.approx(1.0)
+  assert json.loads((tmp_path / 'summary.json').read_text()) == summary
+
+
+def test_a_round_that_fails_without_a_stop_request_raises_its_error(tmp_path):
+
+  class FailingProcess(ScriptedProcess):
+
+    def next(self, state, client_states, data, *, round_num, shards=1, workers=None):
+      if round_num == 2:
+        raise RuntimeError('round 2 failed')
+      return super().next(state, client_states, data, round_num=round_num)
+
+  with pytest.raises(RuntimeError, match='round 2 failed'):
+    _run(tmp_path, FailingProcess(good_rounds={1}), rounds=5, patience=10)
+  assert not (tmp_path / 'summary.json').exists()
+  assert pd.read_csv(tmp_path / 'rounds.csv')['round'].tolist() == [1]
 
 
 def test_config_rejects_bad_values_quoting_them():

@@ -5,10 +5,11 @@ TFF 0.87 runs computations in a `worker_binary` subprocess reached over gRPC
 and stderr and is only stopped from a `__del__`, so it can outlive the Python process and hold pipes
 open (a CI step or `make` then never ends). `set_execution_context` starts the context, registers
 `kill_workers` with atexit (normal exit and uncaught errors) and turns SIGTERM into an exception like
-Ctrl-C's, so a terminated run also unwinds, saves its results and stops the worker. A SIGKILL runs
-none of that, so a small reaper process (`_REAPER`, started once) watches this process and its
-workers and kills the workers when this process is gone (else a killed FedCIA run would leave its
-8 GB worker behind; the worker does not notice its parent's death).
+Ctrl-C's, so a terminated run also unwinds and stops the worker (inside the training loop, the
+simulation's own handlers only request a stop at the next round: `simulation._StopRequests`).
+A SIGKILL runs none of that, so a small reaper process (`_REAPER`, started once) watches this
+process and its workers and kills the workers when this process is gone (else a killed FedCIA run
+would leave its 8 GB worker behind; the worker does not notice its parent's death).
 
 The pip worker has no CUDA: TFF computations run on CPU even on a GPU machine. Server-side work that
 runs in this Python process between rounds (RQ-kmeans) sees the GPU through `tf.config`.
@@ -83,11 +84,10 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_signal(signum, frame):
-  """Turns SIGINT/SIGTERM into an exception in the main thread.
-
-  The worker is not killed here: a round in flight would fail with a gRPC error instead of this
-  exception. The simulation loop catches it, evaluates and writes the best state reached (NumPy
-  only), and `kill_workers` runs at exit through atexit.
+  """Turns SIGINT/SIGTERM into an exception in the main thread, outside the training loop (data
+  loading, building the process); the loop replaces this handler while it runs
+  (`simulation._StopRequests`). The worker is not killed here; `kill_workers` runs at exit through
+  atexit.
   """
   del frame
   if signum == signal.SIGTERM:

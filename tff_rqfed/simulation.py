@@ -10,8 +10,9 @@ the training interactions (head, torso, tail: `evaluation.item_groups`).
 
 Results go to `output_dir`, each file written atomically: `rounds.csv` (one row per round, released
 after every round so an interrupted run keeps its history), `summary.json` and, with `save_topk`,
-`topk.csv` (each test user's top-K in original ids, so anyone can recompute the metrics). Ctrl-C stops
-training and still evaluates and writes the best state reached.
+`topk.csv` (each test user's top-K in original ids, so anyone can recompute the metrics). Ctrl-C or
+SIGTERM stops training after the round in flight and still evaluates and writes the best state
+reached (`_StopRequests`).
 
 Each round's metrics are released, keyed by the round number, through TFF's program release managers
 (`metrics_release_manager`): `tff.program.CSVFileReleaseManager` writes `rounds.csv` (in write mode:
@@ -36,6 +37,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -314,13 +316,18 @@ def run_simulation(
     tracker.start(progress.state)
   interrupted = False
   bar = tqdm.trange(resumed_from + 1, config.rounds + 1, disable=not config.progress, desc=process.name)
-  # From the end of training to the written summary, SIGINT and SIGTERM are only noted.
-  with contextlib.ExitStack() as deferred:
+  with _StopRequests() as stop:
     try:
       for round_num in bar:
-        if progress.since_best >= config.patience:  # since_best only grows after min_rounds
+        # since_best only grows after min_rounds
+        if stop.requested or progress.since_best >= config.patience:
           break
-        row = _train_round(process, progress, clients, split, config, round_num, workers)
+        try:
+          row = _train_round(process, progress, clients, split, config, round_num, workers)
+        except Exception:  # pylint: disable=broad-except
+          if not stop.requested:
+            raise
+          break  # e.g. Ctrl-C in a terminal also stops the TFF worker: the round is abandoned
         if tracker is not None:
           row['item_similarity_change'] = tracker.update(progress.state, round_num)
         metrics = {name: value for name, value in row.items() if name != 'round'}
@@ -329,42 +336,64 @@ def run_simulation(
         if f'valid_ndcg@{config.k}' in row:
           bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}",
                           valid_ndcg=f"{row[f'valid_ndcg@{config.k}']:.4f}", best=progress.best_round)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # raised by the process itself, or off the main thread
       interrupted = True
     finally:
-      late_signals = deferred.enter_context(_signals_deferred())
       bar.close()
     return _finish(process, progress, clients, split, config, output_dir,
-                   interrupted=interrupted, late_signals=late_signals, resumed_from=resumed_from,
+                   interrupted=interrupted, stop=stop, resumed_from=resumed_from,
                    extra_summary=extra_summary, on_finish=on_finish, item_ids=item_ids,
                    user_ids=user_ids)
 
 
-@contextlib.contextmanager
-def _signals_deferred():
-  """SIGINT and SIGTERM only noted inside the block (the list it yields), so the best state's
-  evaluation and summary are written whole: a second Ctrl-C or SIGTERM after the one that stopped
-  training, or one that arrives as training ends, no longer loses them. Off the main thread, where
-  Python cannot install handlers, nothing changes."""
-  received = []
-  if threading.current_thread() is not threading.main_thread():
-    yield received
-    return
-  previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-  for signum in previous:
-    signal.signal(signum, lambda signum, frame: received.append(signum))
-  try:
-    yield received
-  finally:
-    for signum, handler in previous.items():
+class _StopRequests(contextlib.AbstractContextManager):
+  """Inside the block, SIGINT and SIGTERM only request a stop (`requested`); the loop checks it
+  between rounds, so the round in flight ends (or, if it fails after the request, is abandoned) and
+  the best state's evaluation and summary are written whole, whatever signals follow.
+
+  The handler `execution.set_execution_context` installs raises an exception wherever the main
+  thread is; raised inside a round (in TFF's, TensorFlow's or gRPC's Python code), that exception
+  once left a fresh-clone CI run's launcher hung for 120 s after SIGTERM; where exactly was not
+  found, but an exception between two statements of library code can leave a lock held. Here
+  nothing is raised.
+  The first request is reported on stderr (`os.write`, safe in a handler). A stop takes up to one
+  round (205 s for FedCIA on ML-100k); SIGKILL stops at once, and `--resume` continues from the last
+  saved round. Off the main thread, where Python cannot install handlers, nothing changes.
+  """
+
+  def __init__(self):
+    self.signals = []
+    self._previous = {}
+
+  @property
+  def requested(self) -> bool:
+    return bool(self.signals)
+
+  def _note(self, signum, frame):
+    del frame
+    if not self.signals:
+      os.write(2, f'\n{signal.Signals(signum).name}: stopping after this round; the best round is '
+                  'evaluated and written (SIGKILL stops at once)\n'.encode())
+    self.signals.append(signum)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._note)
+    return self
+
+  def __exit__(self, *exc_info):
+    for signum, handler in self._previous.items():
       signal.signal(signum, handler)
+    return None
 
 
 def _finish(process, progress, clients, split, config, output_dir, *, interrupted: bool,
-            late_signals: list, resumed_from, extra_summary, on_finish, item_ids, user_ids) -> dict:
+            stop: _StopRequests, resumed_from, extra_summary, on_finish, item_ids,
+            user_ids) -> dict:
   """Evaluates the best state on test and validation and writes `summary.json` (and `topk.csv`).
-  The summary says `interrupted` when a signal stopped training or arrived since (`late_signals`,
-  filled by `_signals_deferred` until the summary is written)."""
+  The summary says `interrupted` when a KeyboardInterrupt stopped training (`interrupted`) or a stop
+  was requested (`stop`) before the summary was written."""
   scores = process.scores(progress.best_state, progress.best_client_states, clients, split.num_users)
   test, top_k = evaluate_scores(scores, split, k=config.k, on='test')
   valid, _ = evaluate_scores(scores, split, k=config.k, on='valid')
@@ -386,7 +415,7 @@ def _finish(process, progress, clients, split, config, output_dir, *, interrupte
     summary.update(extra_summary)
   if on_finish is not None:
     summary.update(on_finish(summary, progress.best_state, progress.best_client_states))
-  summary['interrupted'] = interrupted or bool(late_signals)
+  summary['interrupted'] = interrupted or stop.requested
   write_atomic(output_dir / 'summary.json', json.dumps(summary, indent=2, sort_keys=True) + '\n')
   if config.save_topk:
     _write_topk(output_dir, split, top_k, item_ids=item_ids, user_ids=user_ids)
