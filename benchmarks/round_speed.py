@@ -97,8 +97,9 @@ def build(name, dataset, embeddings):
     return mf_local.build_mf_local(**common)
   if name in BASELINES:
     return BASELINES[name](**common)
-  if name.startswith('fedrlm_'):
-    return fedrlm.build_fedrlm(variant=name[len('fedrlm_'):], profile_embeddings=embeddings, **common)
+  if name in fedrlm.ALGORITHM_VARIANTS:
+    return fedrlm.build_fedrlm(variant=fedrlm.ALGORITHM_VARIANTS[name], profile_embeddings=embeddings,
+                               **common)
   codes = 256 if dataset.name == 'ml-100k' else 512
   config = rqfedrec.RQConfig(codes_per_level=codes, refresh_every=_REFRESH.value)
   return rqfedrec.build_rqfedrec(text_embeddings=embeddings, config=config, **common)

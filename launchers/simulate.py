@@ -293,8 +293,8 @@ def build_process(dataset, seed: int, num_clients: int):
     return fedalphafuse.build_fedalphafuse(
         language_embeddings=item_text_embeddings(dataset), null_dim=_ALPHAFUSE_NULL_DIM.value,
         id_init=_ALPHAFUSE_ID_INIT.value, standardize=_ALPHAFUSE_STANDARDIZE.value, **common)
-  if _ALGORITHM.value.startswith('fedrlm_'):
-    return fedrlm.build_fedrlm(variant=_ALGORITHM.value[len('fedrlm_'):],
+  if _ALGORITHM.value in fedrlm.ALGORITHM_VARIANTS:
+    return fedrlm.build_fedrlm(variant=fedrlm.ALGORITHM_VARIANTS[_ALGORITHM.value],
                                profile_embeddings=item_text_embeddings(dataset), **rlm_options(), **common)
   codes = codes_per_level(dataset)
   config = rqfedrec.RQConfig(

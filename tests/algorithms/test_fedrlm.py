@@ -45,6 +45,11 @@ def test_fedrlm_learns_the_communities(planted_problem, fedrlm_run, assert_learn
   assert_learned_the_communities(process.scores(state, client_states, clients, NUM_USERS), split)
 
 
+def test_the_process_is_named_as_the_algorithm_the_launchers_take_for_its_variant(fedrlm_run):
+  variant, process, _ = fedrlm_run
+  assert fedrlm.ALGORITHM_VARIANTS[process.name] == variant
+
+
 def test_the_item_table_and_mlp_are_shared_and_counted_each_way(fedrlm_run):
   variant, process, (state, _, _) = fedrlm_run
   shapes = rlm_alignment.mlp_shapes(variant, embedding_dim=D, profile_dim=16)

@@ -39,6 +39,8 @@ from tff_rqfed.federated import process
 from tff_rqfed.models import rlm_alignment
 
 VARIANTS = rlm_alignment.VARIANTS
+# The algorithm names the launcher and the benchmarks take, each with its variant.
+ALGORITHM_VARIANTS = {f'fedrlm_{variant}': variant for variant in VARIANTS}
 # The official top-level values (module docstring): (weight, temperature, mask_ratio) per variant.
 DEFAULT_OPTIONS = {'con': {'weight': 0.01, 'temperature': 0.2},
                    'gen': {'weight': 0.1, 'temperature': 0.2, 'mask_ratio': 0.1}}
