@@ -107,24 +107,25 @@ def train_compact(body, *, users, table, touched, total_steps, dense=()):
   """Runs `total_steps` local steps `body` on a compact copy of the rows `touched` of `table`.
 
   The loop state, which `body(*state)` maps to the next one, is (step, users, users_m, users_v,
-  compact, compact_m, compact_v, loss_sum, *dense, *dense_m, *dense_v): the client's user table
-  `float32[U_k, d]`, the compact rows `float32[len(touched), d]`, dense weights (NeuMF's or RLMRec's
-  MLP), each with its Adam moments. The loop owns these buffers (a deep copy, a gather result, fresh
-  zeros), so `body` may write rows in place (`overwrite_rows`).
+  compact, compact_m, compact_v, loss_sum), followed with `dense` by one more entry, the list
+  [weights, weights_m, weights_v] of three lists: the client's user table `float32[U_k, d]`, the
+  compact rows `float32[len(touched), d]` and the dense weights (NeuMF's or RLMRec's MLP), each with
+  its Adam moments. The loop owns these buffers (a deep copy, a gather result, fresh zeros), so
+  `body` may write rows in place (`overwrite_rows`).
 
   Returns:
     (users, table with the trained rows scattered back once, [dense weights], mean loss per step).
   """
   compact = tf.gather(table, touched)
   users_t = tf.raw_ops.DeepCopy(x=users)
-  zeros = [tf.zeros_like(w) for w in dense]
-  final = tf.while_loop(
-      lambda step, *_: step < total_steps, body,
-      (tf.constant(0), users_t, fresh_zeros(users_t), fresh_zeros(users_t), compact,
-       fresh_zeros(compact), fresh_zeros(compact), tf.constant(0.0), *dense, *zeros, *zeros))
+  state = (tf.constant(0), users_t, fresh_zeros(users_t), fresh_zeros(users_t), compact,
+           fresh_zeros(compact), fresh_zeros(compact), tf.constant(0.0))
+  if dense:
+    state += ([list(dense), [tf.zeros_like(w) for w in dense], [tf.zeros_like(w) for w in dense]],)
+  final = tf.while_loop(lambda step, *_: step < total_steps, body, state)
   table = tf.tensor_scatter_nd_update(table, touched[:, None], final[4])
   mean_loss = final[7] / tf.cast(tf.maximum(total_steps, 1), tf.float32)
-  return final[1], table, list(final[8:8 + len(dense)]), mean_loss
+  return final[1], table, (list(final[8][0]) if dense else []), mean_loss
 
 
 def sample_negatives(

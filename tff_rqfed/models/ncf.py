@@ -94,10 +94,9 @@ def train_local(users, items, dense_weights, local_users, positives, seed, *, ep
                                seed=seed, excluded_items=excluded_items)
   batch_users, batch_items, labels = examples.users, examples.items, examples.labels
   touched, compact_items = tf.unique(batch_items)
-  num_dense = len(dense_weights)
 
-  def body(step, users_t, um, uv, items_t, im, iv, loss_sum, *dense):
-    weights, m, v = (list(dense[k * num_dense:(k + 1) * num_dense]) for k in range(3))
+  def body(step, users_t, um, uv, items_t, im, iv, loss_sum, dense):
+    weights, m, v = dense
     start, end = examples.batch(step)
     bu, bi, by = batch_users[start:end], compact_items[start:end], labels[start:end]
     u, q = tf.gather(users_t, bu), tf.gather(items_t, bi)
@@ -115,7 +114,7 @@ def train_local(users, items, dense_weights, local_users, positives, seed, *, ep
                                          in_place=True)
     weights, m, v = dense_adam(weights, m, v, grad_w, step=t, learning_rate=learning_rate,
                                weight_decay=weight_decay)
-    return (step + 1, users_t, um, uv, items_t, im, iv, loss_sum + loss, *weights, *m, *v)
+    return step + 1, users_t, um, uv, items_t, im, iv, loss_sum + loss, [weights, m, v]
 
   return mf.train_compact(body, users=users, table=items, touched=touched,
                           total_steps=examples.total_steps, dense=dense_weights)

@@ -155,14 +155,13 @@ def train_local(users, items, weights, local_users, positives, seed, *, variant:
   num_nodes = num_users + tf.size(touched)
   num_chosen = tf.maximum(tf.cast(tf.cast(num_nodes, tf.float32) * options.get('mask_ratio', 0.0),
                                   tf.int32), 1)
-  num_dense = len(weights)
 
   def chosen_nodes(step):
     draw = tf.random.stateless_uniform([num_nodes], random_streams.stream_seed(seed, _MASK_STREAM, step))
     return tf.math.top_k(draw, k=num_chosen).indices
 
-  def body(step, users_t, um, uv, items_t, im, iv, loss_sum, *dense):
-    mlp, m, v = (list(dense[k * num_dense:(k + 1) * num_dense]) for k in range(3))
+  def body(step, users_t, um, uv, items_t, im, iv, loss_sum, dense):
+    mlp, m, v = dense
     start, end = examples.batch(step)
     bu, bi, by = examples.users[start:end], compact_items[start:end], examples.labels[start:end]
     chosen = chosen_nodes(step) if variant == 'gen' else tf.zeros([0], tf.int32)
@@ -189,7 +188,7 @@ def train_local(users, items, weights, local_users, positives, seed, *, variant:
         learning_rate=learning_rate, weight_decay=weight_decay, in_place=True)
     mlp, m, v = ncf.dense_adam(mlp, m, v, grad_w, step=t, learning_rate=learning_rate,
                                weight_decay=weight_decay)
-    return (step + 1, users_t, um, uv, items_t, im, iv, loss_sum + loss, *mlp, *m, *v)
+    return step + 1, users_t, um, uv, items_t, im, iv, loss_sum + loss, [mlp, m, v]
 
   return mf.train_compact(body, users=users, table=items, touched=touched,
                           total_steps=examples.total_steps, dense=weights)
