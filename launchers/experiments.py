@@ -39,7 +39,6 @@ import tqdm
 
 from tff_rqfed.evaluation import similarity_change
 from tff_rqfed.experiments import cells as cells_lib
-from tff_rqfed.experiments import communication_table
 from tff_rqfed.experiments import figures
 from tff_rqfed.experiments import quick
 from tff_rqfed.experiments import tables
@@ -194,7 +193,10 @@ def _similarity_figure(records: list[dict], output_dir: pathlib.Path, title: str
 
 def _communication_table(output_dir: pathlib.Path) -> str:
   """Table 4 for the five datasets' sizes (`--quick`: 40 items, M = 4, d = 8, L = 2), no data read."""
-  from tff_rqfed import execution  # only Table 4 runs TFF in this process
+  # Only Table 4 builds TFF computations in this process: every other target (and every refused
+  # request) starts without importing TensorFlow.
+  from tff_rqfed import execution
+  from tff_rqfed.experiments import communication_table
 
   execution.set_execution_context()
   records = []

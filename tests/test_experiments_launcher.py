@@ -239,3 +239,13 @@ def test_bad_request_is_one_line_and_exit_status_2(tmp_path, args, message):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith(message)
   assert not list(tmp_path.glob('*/summary.json'))
+
+
+def test_the_runner_imports_no_tensorflow_so_a_refused_request_answers_at_once():
+  """Cells run in their own processes; only Table 4 builds TFF computations in the runner's."""
+  proc = subprocess.run(
+      [sys.executable, '-c', 'import sys; import launchers.experiments; '
+       'print(sorted(m for m in ("tensorflow", "tensorflow_federated") if m in sys.modules))'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == '[]'
