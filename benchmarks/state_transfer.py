@@ -14,7 +14,9 @@ that path's functions (TFF internals, for measurement only): `value_serializatio
 (Python protos of the arguments), the stub's `create_value` (the argument through gRPC into the worker,
 which parses it), `compute` (the result out of the worker), `value_serialization.deserialize_value`
 (Python arrays of the result); "other" is the rest of the call (the clients' computations and the
-calls that carry no data). Writes results/benchmarks/state_transfer.json and prints a table.
+calls that carry no data). Beside the wall seconds, the CPU seconds each process spent during the
+call (this process: `os.times`; the worker: /proc/PID/stat) say which side does the work. Writes
+results/benchmarks/state_transfer.json and prints a table.
 """
 
 from __future__ import annotations
@@ -84,16 +86,33 @@ def _computations(rows: int, dim: int) -> dict:
   return {'in': send_in, 'in and out': send_in_and_out}
 
 
+def _worker_cpu_seconds() -> float:
+  """User plus system CPU seconds of this process's TFF workers so far (/proc/PID/stat)."""
+  ticks = 0
+  for pid in execution.worker_pids():
+    with open(f'/proc/{pid}/stat', 'rb') as f:
+      fields = f.read().rsplit(b')', 1)[1].split()
+    ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+  return ticks / os.sysconf('SC_CLK_TCK')
+
+
+def _own_cpu_seconds() -> float:
+  times = os.times()
+  return times.user + times.system
+
+
 def _measure(computation, tables, repeats: int) -> dict:
   computation(tables)  # tracing and the worker's first call, untimed
   calls = []
   for _ in range(repeats):
     _seconds.clear()
-    start = time.perf_counter()
+    own, worker, start = _own_cpu_seconds(), _worker_cpu_seconds(), time.perf_counter()
     computation(tables)
     total = time.perf_counter() - start
     calls.append({'total': total, **{phase: _seconds[phase] for phase in PHASES},
-                  'other': total - sum(_seconds[phase] for phase in PHASES)})
+                  'other': total - sum(_seconds[phase] for phase in PHASES),
+                  'cpu this process': _own_cpu_seconds() - own,
+                  'cpu worker': _worker_cpu_seconds() - worker})
   return {key: [call[key] for call in calls] for key in calls[0]}
 
 
@@ -112,13 +131,14 @@ def main(argv):
   result = {'clients': _CLIENTS.value, 'rows': _ROWS.value, 'dim': _DIM.value,
             'megabytes_each_way': megabytes, 'cores': os.cpu_count(), 'seconds': {}}
   print(f'{_CLIENTS.value} clients x float32[{_ROWS.value}, {_DIM.value}] = {megabytes:.0f} MB each way')
-  print('| call | total s | ' + ' | '.join(PHASES) + ' | other |')
-  print('|---|---|' + '---|' * (len(PHASES) + 1))
+  columns = ('total', *PHASES, 'other', 'cpu this process', 'cpu worker')
+  print('| call | ' + ' | '.join(f'{column} s' for column in columns) + ' |')
+  print('|---|' + '---|' * len(columns))
   for name, computation in _computations(_ROWS.value, _DIM.value).items():
     seconds = _measure(computation, tables, _REPEATS.value)
     result['seconds'][name] = seconds
     print(f'| {name} | ' + ' | '.join(f'{np.mean(seconds[key]):.2f} ± {np.std(seconds[key]):.2f}'
-                                      for key in ('total', *PHASES, 'other')) + ' |')
+                                      for key in columns) + ' |')
   output = pathlib.Path(_OUTPUT.value)
   results_io.write_atomic(output, json.dumps(result, indent=2) + '\n')
   print(f'wrote {output}')
