@@ -82,6 +82,23 @@ def test_failing_cell_raises_with_its_log_and_records_the_exit_status(tmp_path):
   assert cells.wall_seconds(tmp_path / 'missing') is None
 
 
+class _SelfKillingCell(cells.Cell):
+  """A cell whose process kills itself with SIGKILL, as the out-of-memory killer does."""
+
+  def command(self, output_dir):
+    return [sys.executable, '-c', 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)']
+
+
+def test_a_cell_killed_by_a_signal_is_reported_by_the_signals_name_and_how_to_resume(tmp_path):
+  cell = _SelfKillingCell(name='killed', row='FedMF', flags=(('algorithm', 'fedmf'),))
+  with pytest.raises(cells.CellError) as raised:
+    cells.run_cell(cell, tmp_path / 'killed')
+  message = str(raised.value)
+  assert message.startswith('cell killed was killed by SIGKILL (the kernel\'s out-of-memory killer')
+  assert 'a rerun resumes it from its last saved round (exit -9); see ' in message
+  assert json.loads((tmp_path / 'killed' / 'runner.json').read_text())['returncode'] == -9
+
+
 def test_a_cell_locked_by_another_runner_is_refused_not_run_twice(tmp_path):
   import fcntl
   import os

@@ -164,11 +164,25 @@ def run_cell(cell: Cell, cell_dir: pathlib.Path, *, env: dict | None = None) -> 
       {'seconds': seconds, 'returncode': proc.returncode, 'command': cell.command(cell_dir)},
       indent=2) + '\n')
   if proc.returncode != 0:
-    raise CellError(f'cell {cell.name} failed (exit {proc.returncode}); see {cell_dir / "log.txt"}')
+    raise CellError(f'cell {cell.name} {_failure(proc.returncode)}; see {cell_dir / "log.txt"}')
   summary = finished_summary(cell, cell_dir)
   if summary is None:
     raise CellError(f'cell {cell.name} ended without a finished summary; see {cell_dir / "log.txt"}')
   return summary
+
+
+def _failure(returncode: int) -> str:
+  """How a cell's process ended, for `CellError`: an exit status, or the signal that killed it."""
+  if returncode >= 0:
+    return f'failed (exit {returncode})'
+  try:
+    name = signal.Signals(-returncode).name
+  except ValueError:
+    name = f'signal {-returncode}'
+  cause = (' (the kernel\'s out-of-memory killer, or kill -9: check `dmesg` and the memory other '
+           'runs hold)' if -returncode == signal.SIGKILL else '')
+  return (f'was killed by {name}{cause}; a rerun resumes it from its last saved round '
+          f'(exit {returncode})')
 
 
 def wall_seconds(cell_dir: pathlib.Path) -> float | None:
