@@ -56,7 +56,8 @@ _ANALYSIS = flags.DEFINE_enum('analysis', None, ANALYSES,
 _GRID = flags.DEFINE_bool('grid', False, 'Run the learning-rate x weight-decay validation grid instead.')
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset of the cells.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default 0,1,2; the grid and --quick: 0).')
-_METHODS = flags.DEFINE_list('methods', None, 'Only these rows (cell stems, e.g. fedmf,rqfedrec-hash).')
+_METHODS = flags.DEFINE_list('methods', None, 'Run only these rows (cell stems, e.g. fedmf,rqfedrec-hash); '
+                             'the table still shows every finished row.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
                                   'Sweep folder (default results/experiments/<dataset or quick>).')
 _QUICK = flags.DEFINE_bool('quick', False, 'Tiny synthetic data, 2 rounds, one seed: checks the runner.')
@@ -102,7 +103,8 @@ def _target() -> str:
   return f'table{_TABLE.value}' if _TABLE.value is not None else f'figure{_FIGURE.value}'
 
 
-def _plan(output_dir: pathlib.Path) -> list[cells_lib.Cell]:
+def _plan(output_dir: pathlib.Path, *, methods) -> list[cells_lib.Cell]:
+  """The cells to run: the target's rows whose stem is in `methods` (None: every row), every seed."""
   seeds = _seeds()  # checked before the quick data is written
   if _QUICK.value:
     dataset_flags, extra = quick.write_dataset(output_dir / 'data'), quick.EXTRA_FLAGS
@@ -115,7 +117,7 @@ def _plan(output_dir: pathlib.Path) -> list[cells_lib.Cell]:
       _fail('--grid needs --methods (algorithm names, e.g. fedmf,rqfedrec)')
     return tables.grid_cells(_METHODS.value, dataset_flags=dataset_flags, seed=seeds[0], extra=extra,
                              learning_rates=_floats(_LEARNING_RATES), weight_decays=_floats(_WEIGHT_DECAYS))
-  plan = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, methods=_METHODS.value,
+  plan = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, methods=methods,
                       extra=extra)
   if not plan:
     stems = [row.stem for row in tables.spec_of(_target())['rows']]
@@ -141,6 +143,29 @@ def _run(plan, output_dir: pathlib.Path) -> tuple[list[dict], list[str]]:
       continue
     records.append(tables.cell_record(cell, summary, seconds=cells_lib.wall_seconds(cell_dir)))
   return records, failures
+
+
+def _other_finished_rows(plan, output_dir: pathlib.Path) -> list[dict]:
+  """With `--methods`, the records of the target's other finished cells (read, never run), so the
+  table file keeps every finished row; rows whose folders hold runs with other flags are named on
+  stderr and left out."""
+  asked = {cell.name for cell in plan}
+  records, other_flags = [], []
+  for cell in _plan(output_dir, methods=None):
+    if cell.name in asked:
+      continue
+    try:
+      summary = cells_lib.finished_summary(cell, output_dir / cell.name)
+    except cells_lib.CellError:
+      other_flags.append(cell.name)
+      continue
+    if summary is not None:
+      records.append(tables.cell_record(cell, summary,
+                                        seconds=cells_lib.wall_seconds(output_dir / cell.name)))
+  if other_flags:
+    print(f'note: left out of {_target()}.md, their folders hold runs with other flags: '
+          + ', '.join(other_flags), file=sys.stderr)
+  return records
 
 
 def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
@@ -228,7 +253,7 @@ def main(argv):
     print(_communication_table(output_dir))
     return
   try:
-    plan = _plan(output_dir)
+    plan = _plan(output_dir, methods=_METHODS.value)
   except ValueError as e:
     _fail(str(e))
   if _DRY_RUN.value:
@@ -241,6 +266,8 @@ def main(argv):
             + ' '.join(cell.command(output_dir / cell.name)[3:-3]))
     return
   records, failures = _run(plan, output_dir)
+  if records and _METHODS.value and not _GRID.value:
+    records += _other_finished_rows(plan, output_dir)
   if records:
     print(_write(records, output_dir, name))
   if failures:

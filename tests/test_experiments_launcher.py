@@ -218,6 +218,16 @@ def test_rerun_reads_finished_cells_instead_of_running_them(sweep):
   assert (root / 'table2.md').read_text() in again.stdout
 
 
+def test_a_run_of_some_rows_keeps_the_other_finished_rows_in_the_table(sweep):
+  root, runs = sweep
+  _ok(runs['table2'])  # MostPop and FedMF
+  proc = _ok(_run('--table=2', '--methods=mostpop', f'--output_dir={root}'))
+  table = (root / 'table2.md').read_text()
+  assert '| MostPop | 1 |' in table and '| FedMF | 1 |' in table
+  assert '| FedNCF |' not in table and not (root / 'fedncf-s0').exists()  # unfinished rows: not run
+  assert table in proc.stdout
+
+
 def test_dry_run_lists_finished_and_unfinished_cells(sweep):
   root, _ = sweep
   proc = _ok(_run('--table=2', '--methods=fedmf,fedncf', '--dry_run', f'--output_dir={root}'))

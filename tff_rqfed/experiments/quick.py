@@ -12,6 +12,8 @@ import pathlib
 
 import numpy as np
 
+from tff_rqfed.results_io import write_atomic
+
 NUM_USERS, NUM_ITEMS = 30, 40
 
 # Per algorithm, what shrinks the method to the tiny data (RQFedRec: L = 2, M = 4, tau = 1).
@@ -31,7 +33,8 @@ def write_interactions(path: pathlib.Path) -> pathlib.Path:
     group = 101 + np.arange(20) + (0 if u < NUM_USERS // 2 else 20)
     for j, item in enumerate(rng.choice(group, size=14, replace=False)):
       lines.append(f'{u + 1}\t{item}\t{1 + (u + j) % 5}\t{1000 + 10 * u + j}')
-  path.write_text('\n'.join(lines) + '\n')
+  # Atomic: runners sharing a folder rewrite these files while other runners' cells read them.
+  write_atomic(path, '\n'.join(lines) + '\n')
   return path
 
 
@@ -41,7 +44,7 @@ def write_dataset(folder: pathlib.Path) -> dict[str, object]:
   interactions = write_interactions(folder / 'interactions.tsv')
   genres = ['a quiet drama about family', 'a loud action film with chases']
   items = folder / 'items.tsv'
-  items.write_text('item_id\ttext\n' + ''.join(
+  write_atomic(items, 'item_id\ttext\n' + ''.join(
       f'{101 + i}\t{genres[i // 20]}, number {i}\n' for i in range(NUM_ITEMS)))
   return {'dataset': 'file', 'interactions_file': str(interactions), 'item_file': str(items),
           'data_dir': str(folder), 'clients': 3, 'embedding_dim': 8, 'rounds': 2, 'min_rounds': 0}
