@@ -39,6 +39,7 @@ from tensorflow_federated.python.core.impl.executors import value_serialization
 
 from tff_rqfed import execution
 from tff_rqfed import results_io
+from tff_rqfed import worker_processes
 
 _CLIENTS = flags.DEFINE_integer('clients', 100, 'Clients, each with one table.')
 _ROWS = flags.DEFINE_integer('rows', 1682, 'Rows of each client\'s table (ML-100k: 1,682 items).')
@@ -88,12 +89,7 @@ def _computations(rows: int, dim: int) -> dict:
 
 def _worker_cpu_seconds() -> float:
   """User plus system CPU seconds of this process's TFF workers so far (/proc/PID/stat)."""
-  ticks = 0
-  for pid in execution.worker_pids():
-    with open(f'/proc/{pid}/stat', 'rb') as f:
-      fields = f.read().rsplit(b')', 1)[1].split()
-    ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
-  return ticks / os.sysconf('SC_CLK_TCK')
+  return sum(worker_processes.cpu_seconds(pid) for pid in worker_processes.worker_pids())
 
 
 def _own_cpu_seconds() -> float:

@@ -131,6 +131,20 @@ def test_worker_pids_finds_only_the_worker_children_of_the_given_parent():
       parent.wait()
 
 
+def test_cpu_seconds_reads_a_processs_user_and_system_time_from_proc():
+  import os
+  import time
+  from tff_rqfed import worker_processes
+
+  before, own = worker_processes.cpu_seconds(os.getpid()), os.times()
+  deadline = time.process_time() + 0.5
+  while time.process_time() < deadline:  # half a second of CPU work
+    pass
+  used = worker_processes.cpu_seconds(os.getpid()) - before
+  own_used = (os.times().user + os.times().system) - (own.user + own.system)
+  assert 0.4 <= used <= own_used + 0.05  # clock-tick resolution: 10 ms at most
+
+
 def test_worker_runs_with_the_worker_config_thread_pools(report):
   # WorkerConfig's defaults: one inter-op thread per core, single-threaded kernels.
   assert report['worker_env'] == {'TF_NUM_INTEROP_THREADS': str(report['cpu_count']),

@@ -8,6 +8,14 @@ import os
 _WORKER_NAME = b'worker_binary'
 
 
+def _stat_fields(pid) -> list[bytes]:
+  """The fields of /proc/PID/stat after `comm`: index 0 is the state (field 3 of proc(5)), 1 the
+  parent, 11 and 12 the user and system CPU ticks. `comm` may contain spaces, so split after ')'.
+  Raises OSError when the process is gone."""
+  with open(f'/proc/{pid}/stat', 'rb') as f:
+    return f.read().rsplit(b')', 1)[1].split()
+
+
 def worker_pids(parent: int | None = None) -> list[int]:
   """PIDs of TFF worker processes whose parent is `parent` (default: this process)."""
   parent = os.getpid() if parent is None else parent
@@ -16,14 +24,11 @@ def worker_pids(parent: int | None = None) -> list[int]:
     if not entry.isdigit():
       continue
     try:
-      with open(f'/proc/{entry}/stat', 'rb') as f:
-        stat = f.read()
+      ppid = int(_stat_fields(entry)[1])
       with open(f'/proc/{entry}/cmdline', 'rb') as f:
         cmdline = f.read()
     except OSError:
       continue
-    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may contain spaces, so split after ')'.
-    ppid = int(stat.rsplit(b')', 1)[1].split()[1])
     if ppid == parent and _WORKER_NAME in cmdline:
       pids.append(int(entry))
   return pids
@@ -32,7 +37,12 @@ def worker_pids(parent: int | None = None) -> list[int]:
 def alive(pid: int) -> bool:
   """Whether `pid` is a running process (not a zombie)."""
   try:
-    with open(f'/proc/{pid}/stat', 'rb') as f:
-      return f.read().rsplit(b')', 1)[1].split()[0] != b'Z'
+    return _stat_fields(pid)[0] != b'Z'
   except OSError:
     return False
+
+
+def cpu_seconds(pid: int) -> float:
+  """User plus system CPU seconds `pid` has used so far (OSError when it is gone)."""
+  fields = _stat_fields(pid)
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
