@@ -103,8 +103,9 @@ def _target() -> str:
   return f'table{_TABLE.value}' if _TABLE.value is not None else f'figure{_FIGURE.value}'
 
 
-def _plan(output_dir: pathlib.Path, *, methods) -> list[cells_lib.Cell]:
-  """The cells to run: the target's rows whose stem is in `methods` (None: every row), every seed."""
+def _plan(output_dir: pathlib.Path) -> tuple[list[cells_lib.Cell], list[cells_lib.Cell]]:
+  """(the cells to run, every cell of the target): the rows `--methods` names (all without it),
+  every seed; for the grid, both are its cells."""
   seeds = _seeds()  # checked before the quick data is written
   if _QUICK.value:
     dataset_flags, extra = quick.write_dataset(output_dir / 'data'), quick.EXTRA_FLAGS
@@ -115,14 +116,20 @@ def _plan(output_dir: pathlib.Path, *, methods) -> list[cells_lib.Cell]:
   if _GRID.value:
     if not _METHODS.value:
       _fail('--grid needs --methods (algorithm names, e.g. fedmf,rqfedrec)')
-    return tables.grid_cells(_METHODS.value, dataset_flags=dataset_flags, seed=seeds[0], extra=extra,
+    grid = tables.grid_cells(_METHODS.value, dataset_flags=dataset_flags, seed=seeds[0], extra=extra,
                              learning_rates=_floats(_LEARNING_RATES), weight_decays=_floats(_WEIGHT_DECAYS))
-  plan = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, methods=methods,
+    return grid, grid
+  every = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, extra=extra)
+  plan = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, methods=_METHODS.value,
                       extra=extra)
   if not plan:
     stems = [row.stem for row in tables.spec_of(_target())['rows']]
     _fail(f'--methods={",".join(_METHODS.value)} matches no row of {_target()}; rows: {stems}')
-  return plan
+  return plan, every
+
+
+def _record(cell: cells_lib.Cell, summary: dict, output_dir: pathlib.Path) -> dict:
+  return tables.cell_record(cell, summary, seconds=cells_lib.wall_seconds(output_dir / cell.name))
 
 
 def _run(plan, output_dir: pathlib.Path) -> tuple[list[dict], list[str]]:
@@ -141,17 +148,17 @@ def _run(plan, output_dir: pathlib.Path) -> tuple[list[dict], list[str]]:
       failures.append(str(e))
       tqdm.tqdm.write(f'error: {e}', file=sys.stderr)
       continue
-    records.append(tables.cell_record(cell, summary, seconds=cells_lib.wall_seconds(cell_dir)))
+    records.append(_record(cell, summary, output_dir))
   return records, failures
 
 
-def _other_finished_rows(plan, output_dir: pathlib.Path) -> list[dict]:
-  """With `--methods`, the records of the target's other finished cells (read, never run), so the
-  table file keeps every finished row; rows whose folders hold runs with other flags are named on
-  stderr and left out."""
+def _other_finished_rows(plan, every, output_dir: pathlib.Path) -> list[dict]:
+  """With `--methods`, the records of the target's other finished cells (of `every`, read, never
+  run), so the table file keeps every finished row; rows whose folders hold runs with other flags
+  are named on stderr and left out."""
   asked = {cell.name for cell in plan}
   records, other_flags = [], []
-  for cell in _plan(output_dir, methods=None):
+  for cell in every:
     if cell.name in asked:
       continue
     try:
@@ -160,8 +167,7 @@ def _other_finished_rows(plan, output_dir: pathlib.Path) -> list[dict]:
       other_flags.append(cell.name)
       continue
     if summary is not None:
-      records.append(tables.cell_record(cell, summary,
-                                        seconds=cells_lib.wall_seconds(output_dir / cell.name)))
+      records.append(_record(cell, summary, output_dir))
   if other_flags:
     print(f'note: left out of {_target()}.md, their folders hold runs with other flags: '
           + ', '.join(other_flags), file=sys.stderr)
@@ -253,7 +259,7 @@ def main(argv):
     print(_communication_table(output_dir))
     return
   try:
-    plan = _plan(output_dir, methods=_METHODS.value)
+    plan, every = _plan(output_dir)
   except ValueError as e:
     _fail(str(e))
   if _DRY_RUN.value:
@@ -266,8 +272,8 @@ def main(argv):
             + ' '.join(cell.command(output_dir / cell.name)[3:-3]))
     return
   records, failures = _run(plan, output_dir)
-  if records and _METHODS.value and not _GRID.value:
-    records += _other_finished_rows(plan, output_dir)
+  if records:
+    records += _other_finished_rows(plan, every, output_dir)
   if records:
     print(_write(records, output_dir, name))
   if failures:
