@@ -10,6 +10,7 @@ r"""Regenerates a table or figure of the paper (or the validation grid) by runni
   python -m launchers.experiments --grid --methods=fedmf,rqfedrec     # lr x weight decay, seed 0
   python -m launchers.experiments --table=4                           # communication, five datasets, no data
   python -m launchers.experiments --table=2 --quick                   # tiny synthetic data, 2 rounds
+  python -m launchers.experiments --table=5 --hyperparameters=pre_grid  # as run before the grid
 
 Every cell is one `launchers.simulate` run in `<output_dir>/<cell>` (default output folder
 `results/experiments/<dataset>`; `--quick`: `results/experiments/quick`). Finished cells are read, not
@@ -19,7 +20,9 @@ and `table<N>.md` / `figure<N>.md` (laid out like the paper's table, its numbers
 validation curve per row (`<target>-validation.png`) and for Figure 3 its bars (`figure3.png`); or,
 with `--grid`,
 `grid.csv`, `choosing.md` and `chosen.json` (the best learning rate and weight decay per method on
-validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A failed cell does not stop the
+validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A cell's learning rate and
+weight decay come from a named set of `tff_rqfed/hyperparameters.py`, the validated values unless
+`--hyperparameters=pre_grid` asks for the values the tables were run with before the grid. A failed cell does not stop the
 sweep: the others run, the tables hold what finished, and the exit status is 1 with the failures named.
 Table 4 has no cells: each method is built for the paper's five datasets' sizes and its communication
 read from the TFF types (`table4.md`, `table4.csv`; `tff_rqfed/experiments/communication_table.py`).
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 import tqdm
 
+from tff_rqfed import hyperparameters
 from tff_rqfed.evaluation import similarity_change
 from tff_rqfed.experiments import cells as cells_lib
 from tff_rqfed.experiments import figures
@@ -68,6 +72,11 @@ _LEARNING_RATES = flags.DEFINE_list('learning_rates', None,
                                     'With --grid: these learning rates (default the paper grid 0.01,0.001,0.0001).')
 _WEIGHT_DECAYS = flags.DEFINE_list('weight_decays', None,
                                    'With --grid: these weight decays (default the paper grid 0,1e-6,1e-3).')
+_HYPERPARAMETERS = flags.DEFINE_enum(
+    'hyperparameters', 'validated', sorted(hyperparameters.SETS),
+    "Learning rates and weight decays of the cells (tff_rqfed/hyperparameters.py): 'validated' (the "
+    "grid's choice) or 'pre_grid' (lr 0.01, weight decay 0: the values most ML-100k tables of "
+    "docs/RESULTS.md were run with).")
 _ROUNDS = flags.DEFINE_integer('rounds', None, 'Round cap of every cell (default the launcher\'s 300).')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar over the cells.')
 
@@ -116,12 +125,16 @@ def _plan(output_dir: pathlib.Path) -> tuple[list[cells_lib.Cell], list[cells_li
   if _GRID.value:
     if not _METHODS.value:
       _fail('--grid needs --methods (algorithm names, e.g. fedmf,rqfedrec)')
+    if flags.FLAGS['hyperparameters'].present:
+      _fail('--hyperparameters does not apply to --grid, which sets the learning rate and weight decay '
+            'of each cell itself (--learning_rates, --weight_decays)')
     grid = tables.grid_cells(_METHODS.value, dataset_flags=dataset_flags, seed=seeds[0], extra=extra,
                              learning_rates=_floats(_LEARNING_RATES), weight_decays=_floats(_WEIGHT_DECAYS))
     return grid, grid
-  every = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, extra=extra)
+  every = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, extra=extra,
+                       hyperparameter_set=_HYPERPARAMETERS.value)
   plan = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, methods=_METHODS.value,
-                      extra=extra)
+                      extra=extra, hyperparameter_set=_HYPERPARAMETERS.value)
   if not plan:
     stems = [row.stem for row in tables.spec_of(_target())['rows']]
     _fail(f'--methods={",".join(_METHODS.value)} matches no row of {_target()}; rows: {stems}')
@@ -195,7 +208,7 @@ def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
     figures.bars(frame, [row.label for row in spec['rows']], output_dir / f'{target}.png', title=title,
                  metrics=metrics)
   if spec.get('figure') == 'budget':
-    figures.budget_curves(frame, output_dir / f'{target}.png', title=title)
+    figures.budget_curves(frame, output_dir / f'{target}.png', title=title, curves=spec['curves'])
   curves = {}
   for record in records:
     rounds_csv = output_dir / record['cell'] / 'rounds.csv'

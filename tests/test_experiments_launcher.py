@@ -236,6 +236,17 @@ def test_dry_run_lists_finished_and_unfinished_cells(sweep):
   assert not (root / 'fedncf-s0').exists()
 
 
+def test_pre_grid_hyperparameters_ask_for_other_cells_than_the_validated_ones(sweep):
+  root, _ = sweep
+  proc = _ok(_run('--table=2', '--methods=fedmf,mostpop', '--hyperparameters=pre_grid', '--dry_run',
+                  f'--output_dir={root}'))
+  lines = {line.split('\t')[0]: line.split('\t') for line in proc.stdout.splitlines()}
+  assert lines['mostpop-s0'][1] == 'finished'  # no learning rate: the same cell in both sets
+  assert lines['fedmf-s0'][1].startswith('refused: ')  # its folder holds the validated run
+  assert lines['fedmf-s0'][1].endswith('from --hyperparameters (validated or pre_grid)')
+  assert {'--learning_rate=0.01', '--weight_decay=0.0'} <= set(lines['fedmf-s0'][2].split(' '))
+
+
 @pytest.mark.parametrize('args, message', [
     (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 5, 6, 7, 8]'),
     (['--figure=5'], 'error: --figure=5 is not implemented; implemented figures: [3, 4]'),
@@ -243,6 +254,8 @@ def test_dry_run_lists_finished_and_unfinished_cells(sweep):
     (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N, --figure=N, --analysis=NAME or --grid'),
     (['--table=2', '--methods=nope'], "error: --methods=nope matches no row of table2"),
     (['--table=2', '--seeds=a'], "error: --seeds must be integers, got 'a'"),
+    (['--grid', '--methods=fedmf', '--hyperparameters=pre_grid'],
+     'error: --hyperparameters does not apply to --grid'),
 ])
 def test_bad_request_is_one_line_and_exit_status_2(tmp_path, args, message):
   proc = _run(*args, f'--output_dir={tmp_path}', timeout=120)

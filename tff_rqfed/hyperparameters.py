@@ -13,6 +13,11 @@ which their tables were run; mf_local was only tried at scale 0.1.
 `launchers.simulate` uses these when `--learning_rate`, `--weight_decay` or `--init_scale` is not
 given and records the effective values in `flags.json`; the experiment runner (`launchers.experiments`)
 passes them explicitly, so a changed default is a different cell.
+
+Two named sets (`SETS`, `defaults`): `validated`, the values above, and `pre_grid`, the values every
+algorithm had before the grid (lr 0.01, weight decay 0, the same initialisation scales). Most ML-100k
+tables of docs/RESULTS.md ran their FedMF and RQFedRec cells at `pre_grid`; `launchers.experiments
+--hyperparameters=pre_grid` regenerates them at any later commit.
 """
 
 from __future__ import annotations
@@ -28,3 +33,23 @@ DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'pfedrec':
                       'gpfedrec': 0.01, 'fedcia': 0.01, 'fedalphafuse': 0.01, 'fedrlm_con': 0.01,
                       'fedrlm_gen': 0.01, 'rqfedrec': 0.01}
 DEFAULT_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE} | {'fedmf': 1e-6, 'rqfedrec': 1e-6}
+
+# Before the grid every trainable algorithm ran at lr 0.01 and weight decay 0 (commit b47da37 and
+# earlier); the initialisation scales were already chosen (at lr 0.01) and are the same in both sets.
+PRE_GRID_LEARNING_RATE = {name: 0.01 for name in DEFAULT_LEARNING_RATE}
+PRE_GRID_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE}
+
+SETS = {'validated': (DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY),
+        'pre_grid': (PRE_GRID_LEARNING_RATE, PRE_GRID_WEIGHT_DECAY)}
+
+
+def defaults(algorithm: str, hyperparameter_set: str = 'validated') -> dict[str, float]:
+  """`{'learning_rate', 'weight_decay', 'init_scale'}` of `algorithm` in the named set (`SETS`)."""
+  if hyperparameter_set not in SETS:
+    raise ValueError(f'hyperparameter set {hyperparameter_set!r} is unknown; known: {sorted(SETS)}')
+  if algorithm not in DEFAULT_LEARNING_RATE:
+    raise ValueError(f'{algorithm!r} has no hyperparameters; trainable algorithms: '
+                     f'{sorted(DEFAULT_LEARNING_RATE)}')
+  learning_rates, weight_decays = SETS[hyperparameter_set]
+  return {'learning_rate': learning_rates[algorithm], 'weight_decay': weight_decays[algorithm],
+          'init_scale': DEFAULT_INIT_SCALE[algorithm]}

@@ -150,3 +150,13 @@ def test_runners_merging_into_one_sweep_csv_at_once_keep_every_line(tmp_path, mo
   for thread in threads:
     thread.join()
   assert sorted(pd.read_csv(tmp_path / 'cells.csv')['cell']) == names
+
+
+def test_a_refusal_over_the_learning_rate_names_the_runners_hyperparameter_sets(tmp_path):
+  _write_run(tmp_path / 'c', {'algorithm': 'fedmf', 'learning_rate': 0.01})
+  cell = cells.Cell.make('c', 'FedMF', algorithm='fedmf', learning_rate=0.001)
+  with pytest.raises(cells.CellError, match=r'from --hyperparameters \(validated or pre_grid\)$'):
+    cells.finished_summary(cell, tmp_path / 'c')
+  other = cells.Cell.make('c', 'FedMF', algorithm='fedncf', learning_rate=0.01)
+  with pytest.raises(cells.CellError, match=r'--output_dir$'):  # no hint when another flag differs
+    cells.finished_summary(other, tmp_path / 'c')

@@ -24,6 +24,15 @@ def test_table2_has_every_method_for_every_seed_with_validated_hyperparameters()
       'algorithm': 'mostpop', 'dataset': 'ml-100k', 'seed': 0}
 
 
+def test_pre_grid_cells_are_the_ones_the_tables_ran_before_the_grid():
+  validated = tables.cells('table2', dataset_flags=ML100K, seeds=[0], methods=['fedmf', 'fedcia'])
+  pre_grid = tables.cells('table2', dataset_flags=ML100K, seeds=[0], methods=['fedmf', 'fedcia'],
+                          hyperparameter_set='pre_grid')
+  assert [c.name for c in pre_grid] == [c.name for c in validated] == ['fedmf-s0', 'fedcia-s0']
+  assert pre_grid[0].flag_dict == {**validated[0].flag_dict, 'learning_rate': 0.01, 'weight_decay': 0.0}
+  assert pre_grid[1] == validated[1]  # FedCIA has not been through the grid: one cell in both sets
+
+
 def test_table3_runs_one_user_per_client_in_its_own_folder():
   plan = tables.cells('table3', dataset_flags=ML100K, seeds=[0])
   assert [c.name for c in plan] == ['per_user/pfedrec-s0', 'per_user/gpfedrec-s0', 'per_user/fedrap-s0',
@@ -119,13 +128,23 @@ def test_choosing_table_marks_the_best_validation_ndcg_per_method():
   assert text.splitlines()[2] == ('| fedmf | 0.2000 | **0.2100** | 0.1900 | 0.1500 | lr 0.01, wd 1e-06 |')
 
 
-def test_budget_varies_fedmfs_d_and_rqfedrecs_m_and_shares_table2s_default_cells():
+def test_budget_varies_fedmfs_d_and_rqfedrecs_m_and_d_and_shares_table2s_default_cells():
   budget = {c.name: c.flag_dict for c in tables.cells('budget', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
   table2 = {c.name: c.flag_dict for c in tables.cells('table2', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
   assert budget['fedmf-s0'] == table2['fedmf-s0'] and budget['rqfedrec-s0'] == table2['rqfedrec-s0']
   assert [budget[f'fedmf-d{d}-s0']['embedding_dim'] for d in (32, 64, 128, 256)] == [32, 64, 128, 256]
   assert [budget[f'rqfedrec-m{m}-s0']['codes_per_level'] for m in (16, 32, 64, 128)] == [16, 32, 64, 128]
-  assert len(budget) == 10
+  assert [(budget[f'rqfedrec-d{d}-s0']['embedding_dim'], budget[f'rqfedrec-d{d}-s0'].get('codes_per_level'))
+          for d in (64, 128, 256)] == [(64, None), (128, None), (256, None)]  # M stays at its default
+  assert len(budget) == 13
+
+
+def test_every_budget_curve_names_rows_of_the_budget_and_every_row_is_on_a_curve():
+  spec = tables.spec_of('budget')
+  labels = [row.label for row in spec['rows']]
+  on_curves = [label for curve in spec['curves'].values() for label in curve]
+  assert set(on_curves) == set(labels)
+  assert on_curves.count('RQFedRec, M 256') == 2  # d 512, M 256 ends both RQFedRec lines
 
 
 def test_sparse_samples_a_share_of_the_clients_and_shares_table2s_full_cells():

@@ -117,8 +117,11 @@ def finished_summary(cell: Cell, cell_dir: pathlib.Path) -> dict | None:
     raise CellError(f'{cell_dir}: unreadable summary.json or flags.json ({e}); move the folder away') from e
   differing = _differing_flag(cell, recorded)
   if differing:
+    hint = ('; the runner takes learning rates and weight decays from --hyperparameters (validated '
+            'or pre_grid)'
+            if differing.startswith(('--learning_rate=', '--weight_decay=')) else '')
     raise CellError(f'{cell_dir} holds a different run ({differing}); move it or choose another '
-                    '--output_dir')
+                    f'--output_dir{hint}')
   return None if summary.get('interrupted') else summary
 
 

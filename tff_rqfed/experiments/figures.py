@@ -5,7 +5,8 @@
   paper-code NDCG@10 (`BAR_METRICS`); the long-tail analysis: Recall@10 on the test items of the head,
   torso and tail, or on the cold and warm items (`group_bar_metrics`).
 - `budget_curves`: test NDCG@10 (mean ± std over seeds) against the values a client uploads per round,
-  one line per algorithm (the budget analysis: does RQFedRec give more NDCG per value sent?).
+  one line per option varied (FedMF's d, RQFedRec's M, RQFedRec's d; the budget analysis: does
+  RQFedRec give more NDCG per value sent?).
 - `similarity_heatmaps` (Fig. 4): one G x G heatmap per row, the mean |change of item-item cosine
   similarity| between consecutive rounds per pair of item groups, on one colour scale.
 - `validation_curves`: validation NDCG@10 per round for every row of a table (mean over seeds), the
@@ -66,14 +67,19 @@ def bars(records: pd.DataFrame, rows: list[str], path: pathlib.Path, *, title: s
 
 
 def budget_curves(records: pd.DataFrame, path: pathlib.Path, *, title: str,
-                  metric: str = 'test/ndcg@10') -> None:
-  """`metric` against `upload` (log scale), one line per `flag_algorithm`, error bars over seeds."""
+                  curves: dict[str, tuple[str, ...]], metric: str = 'test/ndcg@10') -> None:
+  """`metric` against `upload` (log scale), one line per entry of `curves` (line name -> the row
+  labels on it; a row may sit on two lines), error bars over seeds; lines with no finished row are
+  left out."""
   fig, ax = plt.subplots(figsize=(7, 4))
-  for algorithm, group in records.groupby('flag_algorithm', sort=True):
+  for name, labels in curves.items():
+    group = records[records['row'].isin(labels)]
+    if group.empty:
+      continue
     by_budget = group.groupby('upload')[metric].agg(['mean', 'std', 'count']).sort_index()
     stds = by_budget['std'].where(by_budget['count'] > 1, 0.0)
     ax.errorbar(by_budget.index.to_numpy(), by_budget['mean'].to_numpy(), yerr=stds.to_numpy(),
-                marker='o', capsize=3, label=algorithm)
+                marker='o', capsize=3, label=name)
   ax.set_xscale('log')
   ax.set_xlabel('values uploaded per client per round')
   ax.set_ylabel(metric)

@@ -1,11 +1,12 @@
 """The paper's tables as sweeps of cells, the paper's numbers, and the tables written from the results.
 
 Each table is a list of rows (a label and the `launchers.simulate` flags that make the method) run
-for every seed; `cells` turns it into `cells.Cell`s for one dataset, with each method's validated
-learning rate, weight decay and initialisation scale (`tff_rqfed.hyperparameters`) passed
-explicitly. Implemented (`SPECS`): Table 2 (overall comparison, 100 clients), Table 3 (one user per
-client), Table 6 (codebook alternatives), Table 7 (noisy interactions), Table 8 (Laplace delta),
-Figure 3 (ablations), and the validation grid of Sec. 6.1 (`grid_cells`, the choosing table of the
+for every seed; `cells` turns it into `cells.Cell`s for one dataset, with each method's learning
+rate, weight decay and initialisation scale from a named set of `tff_rqfed.hyperparameters` (the
+validated values, or `pre_grid` for the tables run before the grid) passed explicitly. Implemented
+(`SPECS`): Table 2 (overall comparison, 100 clients), Table 3 (one user per client), Table 6
+(codebook alternatives), Table 7 (noisy interactions), Table 8 (Laplace delta), Figure 3
+(ablations), and the validation grid of Sec. 6.1 (`grid_cells`, the choosing table of the
 README). Rows of different targets with the same flags share a cell (Table 8's rows are the privacy
 analysis's RQFedRec cells; Figure 3's w/o C is Table 2's FedMF). The paper's numbers (`PAPER`) use
 its metric code for MRR and NDCG (`test_paper` here); its recall equals ours.
@@ -112,17 +113,25 @@ SPECS: dict[str, dict] = {
                       for label, stem in (('MostPop', 'mostpop'), ('FedMF', 'fedmf'),
                                           ('RQFedRec', 'rqfedrec')))},
     # Issue 9: quality against the values each client uploads per round. FedMF's upload is I x d, so d
-    # sets it; RQFedRec's is 2 x L x M x d, here M at L = 3, d = 512. On ML-100k the pairs of rows below
-    # send about the same (FedMF d = 32 ... 512: 53,824 ... 861,184 values; RQFedRec M = 16 ... 256:
-    # 49,152 ... 786,432). The d = 512 and M = 256 rows are Table 2's cells. The learning rates are those
-    # validated at d = 512, M = 256 (not searched again per budget).
+    # sets it; RQFedRec's is 2 x L x M x d, here M at L = 3, d = 512, and d at L = 3, M = 256. On
+    # ML-100k the rows send about the same by budget (FedMF d = 32 ... 512: 53,824 ... 861,184 values;
+    # RQFedRec M = 16 ... 256: 49,152 ... 786,432; RQFedRec d = 64 ... 256: 98,304 ... 393,216). The
+    # d = 512 and M = 256 rows are Table 2's cells. The learning rates are those validated at d = 512,
+    # M = 256 (not searched again per budget). `curves` names the figure's lines (row labels in order).
     'budget': {'title': 'Budget: test NDCG@10 against the values uploaded per client per round',
                'figure': 'budget', 'rows': tuple(
                    _row(f'FedMF, d {d}', 'fedmf' if d == 512 else f'fedmf-d{d}', algorithm='fedmf',
                         **({} if d == 512 else {'embedding_dim': d})) for d in (32, 64, 128, 256, 512)) + tuple(
                    _row(f'RQFedRec, M {m}', 'rqfedrec' if m == 256 else f'rqfedrec-m{m}',
                         algorithm='rqfedrec', **({} if m == 256 else {'codes_per_level': m}))
-                   for m in (16, 32, 64, 128, 256))},
+                   for m in (16, 32, 64, 128, 256)) + tuple(
+                   _row(f'RQFedRec, d {d}', f'rqfedrec-d{d}', algorithm='rqfedrec', embedding_dim=d)
+                   for d in (64, 128, 256)),
+               'curves': {'FedMF, d 32 ... 512': tuple(f'FedMF, d {d}' for d in (32, 64, 128, 256, 512)),
+                          'RQFedRec, M 16 ... 256 (d 512)': tuple(f'RQFedRec, M {m}'
+                                                                  for m in (16, 32, 64, 128, 256)),
+                          'RQFedRec, d 64 ... 512 (M 256)': tuple(f'RQFedRec, d {d}' for d in (64, 128, 256))
+                          + ('RQFedRec, M 256',)}},
     # Issue 9: clients sampled per round (launchers.simulate --client_fraction; the others keep their
     # state). Fraction 1 is Table 2's cells; one user per client is Table 3's FedMF and RQFedRec rows.
     'sparse': {'title': 'Sparse participation: a share of the 100 clients sampled in each round', 'rows': tuple(
@@ -172,34 +181,37 @@ PAPER = {
 }
 
 
-def tuned_flags(algorithm: str) -> dict[str, object]:
-  """The validated learning rate, weight decay and init scale of `algorithm` (none for MostPop)."""
+def tuned_flags(algorithm: str, hyperparameter_set: str = 'validated') -> dict[str, object]:
+  """Learning rate, weight decay and init scale of `algorithm` in the named set of
+  `tff_rqfed.hyperparameters` (none for MostPop)."""
   if algorithm == 'mostpop':
     return {}
-  return {'learning_rate': hyperparameters.DEFAULT_LEARNING_RATE[algorithm],
-          'weight_decay': hyperparameters.DEFAULT_WEIGHT_DECAY[algorithm],
-          'init_scale': hyperparameters.DEFAULT_INIT_SCALE[algorithm]}
+  return hyperparameters.defaults(algorithm, hyperparameter_set)
 
 
 def _cell(row: Row, name: str, *, dataset_flags: dict, seed: int, overrides: dict | None = None,
-          extra: dict | None = None) -> Cell:
-  flags = {**tuned_flags(row.algorithm), **dict(row.flags), **dataset_flags, 'seed': seed}
+          extra: dict | None = None, hyperparameter_set: str = 'validated') -> Cell:
+  flags = {**tuned_flags(row.algorithm, hyperparameter_set), **dict(row.flags), **dataset_flags,
+           'seed': seed}
   flags.update(overrides or {})
   if row.algorithm != 'mostpop':
     flags.update((extra or {}).get(row.algorithm, {}))
   return Cell.make(name, row.label, **flags)
 
 
-def cells(name: str, *, dataset_flags: dict, seeds, methods=None, extra=None) -> list[Cell]:
+def cells(name: str, *, dataset_flags: dict, seeds, methods=None, extra=None,
+          hyperparameter_set: str = 'validated') -> list[Cell]:
   """The cells of table or figure `name`: every row (or those whose stem is in `methods`), every seed.
 
   `dataset_flags` (e.g. `{'dataset': 'ml-100k'}`) go to every cell; `extra` maps an algorithm to
-  more flags (the quick mode's small codebooks).
+  more flags (the quick mode's small codebooks); `hyperparameter_set` names the learning rates and
+  weight decays (`hyperparameters.SETS`).
   """
   spec = spec_of(name)
   rows = [row for row in spec['rows'] if methods is None or row.stem in methods]
   prefix = f"{spec['subdir']}/" if 'subdir' in spec else ''
-  return [_cell(row, f'{prefix}{row.stem}-s{seed}', dataset_flags=dataset_flags, seed=seed, extra=extra)
+  return [_cell(row, f'{prefix}{row.stem}-s{seed}', dataset_flags=dataset_flags, seed=seed, extra=extra,
+                hyperparameter_set=hyperparameter_set)
           for row in rows for seed in seeds]
 
 
