@@ -3,8 +3,8 @@
 FedMF and RQFedRec: learning rate and weight decay chosen on the validation NDCG@10 of ML-100k (paper
 protocol, 100 clients, d = 512, seed 0) over the paper's grid, lr {0.01, 0.001, 0.0001} x weight decay
 {0, 1e-6, 1e-3} (`launchers.experiments --grid`); both choose lr 0.001, wd 1e-6. The initialisation
-scale was chosen before, from {0.1, 0.035, 0.01, 0.003} at lr 0.01. README "The validation grid" and
-"Choosing the defaults" have the numbers.
+scale was chosen before, from {0.1, 0.035, 0.01, 0.003} at lr 0.01. docs/RESULTS.md "The validation grid"
+and "Choosing the defaults" have the numbers.
 
 fedncf, pfedrec, fedrap, gpfedrec, fedcia, fedalphafuse, fedrlm_con and fedrlm_gen have not been
 through the grid yet: they keep the values FedMF had before its grid (lr 0.01, wd 0, scale 0.01), at

@@ -88,7 +88,7 @@ class RQConfig:
   """RQFedRec options (Sec. 4, 6.1.4).
 
   L=3, M=256 (ML-100k), tau=10 are the paper's. T_warm defaults to 20, not the paper's 100: on the
-  ML-100k validation set the shorter warm-up was better (README, "Choosing the defaults"); the
+  ML-100k validation set the shorter warm-up was better (docs/RESULTS.md, "Choosing the defaults"); the
   options marked "beyond the paper" in the module docstring were chosen the same way (`kmeans_dim`
   = 64: validation NDCG@10 0.193 against 0.161 with k-means in all 512 dimensions, seed 0; a no-op
   when d <= 64).
