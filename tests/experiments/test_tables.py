@@ -139,8 +139,8 @@ def test_budget_varies_fedmfs_d_and_rqfedrecs_m_and_d_and_shares_table2s_default
   assert [budget[f'fedmf-d{d}-s0']['embedding_dim'] for d in (32, 64, 128, 256)] == [32, 64, 128, 256]
   assert [budget[f'rqfedrec-m{m}-s0']['codes_per_level'] for m in (16, 32, 64, 128)] == [16, 32, 64, 128]
   assert [(budget[f'rqfedrec-d{d}-s0']['embedding_dim'], budget[f'rqfedrec-d{d}-s0'].get('codes_per_level'))
-          for d in (64, 128, 256)] == [(64, None), (128, None), (256, None)]  # M stays at its default
-  assert len(budget) == 13
+          for d in (32, 64, 128, 256)] == [(32, None), (64, None), (128, None), (256, None)]  # M: default
+  assert len(budget) == 14
 
 
 def test_every_budget_curve_names_rows_of_the_budget_and_every_row_is_on_a_curve():

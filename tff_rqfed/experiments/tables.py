@@ -119,7 +119,7 @@ SPECS: dict[str, dict] = {
     # Issue 9: quality against the values each client uploads per round. FedMF's upload is I x d, so d
     # sets it; RQFedRec's is 2 x L x M x d, here M at L = 3, d = 512, and d at L = 3, M = 256. On
     # ML-100k the rows send about the same by budget (FedMF d = 32 ... 512: 53,824 ... 861,184 values;
-    # RQFedRec M = 16 ... 256: 49,152 ... 786,432; RQFedRec d = 64 ... 256: 98,304 ... 393,216). The
+    # RQFedRec M = 16 ... 256: 49,152 ... 786,432; RQFedRec d = 32 ... 256: 49,152 ... 393,216). The
     # d = 512 and M = 256 rows are Table 2's cells. The learning rates are those validated at d = 512,
     # M = 256 (not searched again per budget). `curves` names the figure's lines (row labels in order).
     'budget': {'title': 'Budget: test NDCG@10 against the values uploaded per client per round',
@@ -130,11 +130,11 @@ SPECS: dict[str, dict] = {
                         algorithm='rqfedrec', **({} if m == 256 else {'codes_per_level': m}))
                    for m in (16, 32, 64, 128, 256)) + tuple(
                    _row(f'RQFedRec, d {d}', f'rqfedrec-d{d}', algorithm='rqfedrec', embedding_dim=d)
-                   for d in (64, 128, 256)),
+                   for d in (32, 64, 128, 256)),
                'curves': {'FedMF, d 32 ... 512': tuple(f'FedMF, d {d}' for d in (32, 64, 128, 256, 512)),
                           'RQFedRec, M 16 ... 256 (d 512)': tuple(f'RQFedRec, M {m}'
                                                                   for m in (16, 32, 64, 128, 256)),
-                          'RQFedRec, d 64 ... 512 (M 256)': tuple(f'RQFedRec, d {d}' for d in (64, 128, 256))
+                          'RQFedRec, d 32 ... 512 (M 256)': tuple(f'RQFedRec, d {d}' for d in (32, 64, 128, 256))
                           + ('RQFedRec, M 256',)}},
     # Issue 9: clients sampled per round (launchers.simulate --client_fraction; the others keep their
     # state). Fraction 1 is Table 2's cells; one user per client is Table 3's FedMF and RQFedRec rows.
