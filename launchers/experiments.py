@@ -22,8 +22,9 @@ with `--grid`,
 `grid.csv`, `choosing.md` and `chosen.json` (the best learning rate and weight decay per method on
 validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A cell's learning rate and
 weight decay come from a named set of `tff_rqfed/hyperparameters.py`, the validated values unless
-`--hyperparameters=pre_grid` asks for the values the tables were run with before the grid. A failed cell does not stop the
-sweep: the others run, the tables hold what finished, and the exit status is 1 with the failures named.
+`--hyperparameters=pre_grid` asks for the values the tables were run with before the grid. A failed
+cell does not stop the sweep: the others run, the tables hold what finished, and the exit status is
+1 with the failures named.
 Table 4 has no cells: each method is built for the paper's five datasets' sizes and its communication
 read from the TFF types (`table4.md`, `table4.csv`; `tff_rqfed/experiments/communication_table.py`).
 """

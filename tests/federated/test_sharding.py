@@ -19,22 +19,18 @@ NUM_ITEMS, D = 40, 8  # the planted problem of conftest.py
 TRAINING = cw.LocalTraining(epochs=1, batch_size=32, num_negatives=4, learning_rate=0.05)
 
 
-def _text_embeddings():
-  rng = np.random.default_rng(0)
-  means = rng.normal(size=(2, 16))
-  return (means[np.arange(NUM_ITEMS) // 20] + 0.3 * rng.normal(size=(NUM_ITEMS, 16))).astype(np.float32)
-
-
+# name -> process builder, given the planted problem's text embeddings (conftest's `planted_text`).
 BUILDERS = {
-    'fedmf': lambda: fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=0),
+    'fedmf': lambda text: fedmf.build_fedmf(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=0),
     # refresh every 2 rounds, so the 4 rounds below include two RQ-kmeans refreshes and lambda > 0
-    'rqfedrec': lambda: rqfedrec.build_rqfedrec(
-        num_items=NUM_ITEMS, text_embeddings=_text_embeddings(), embedding_dim=D, training=TRAINING,
+    'rqfedrec': lambda text: rqfedrec.build_rqfedrec(
+        num_items=NUM_ITEMS, text_embeddings=text, embedding_dim=D, training=TRAINING,
         config=rqfedrec.RQConfig(levels=2, codes_per_level=4, refresh_every=2, warmup_rounds=2,
                                  kmeans_iterations=5), seed=0),
-    'pfedrec': lambda: pfedrec.build_pfedrec(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING, seed=0),
-    'mf_local': lambda: mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING,
-                                                seed=0),
+    'pfedrec': lambda text: pfedrec.build_pfedrec(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING,
+                                                  seed=0),
+    'mf_local': lambda text: mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING,
+                                                     seed=0),
 }
 ROUNDS = 4
 
@@ -97,9 +93,9 @@ def test_combine_adds_the_shards_sums_and_divides_by_their_weights():
 
 @pytest.mark.parametrize('name', sorted(BUILDERS))
 def test_sharded_round_matches_the_one_computation_round_up_to_float_rounding(
-    tff_context, planted_problem, name):
+    tff_context, planted_problem, planted_text, name):
   _, clients = planted_problem
-  process = BUILDERS[name]()
+  process = BUILDERS[name](planted_text)
   whole = _run(process, clients)
   sharded = _run(process, clients, shards=3)
   for key in whole[2][0]:
@@ -130,10 +126,10 @@ def local_workers(tff_context):
 
 
 @pytest.mark.parametrize('name, count', [('fedmf', 2), ('fedmf', 3), ('rqfedrec', 2), ('rqfedrec', 3)])
-def test_shards_on_several_workers_give_exactly_the_results_of_one_worker(planted_problem, local_workers,
-                                                                         name, count):
+def test_shards_on_several_workers_give_exactly_the_results_of_one_worker(planted_problem, planted_text,
+                                                                         local_workers, name, count):
   _, clients = planted_problem
-  process = BUILDERS[name]()
+  process = BUILDERS[name](planted_text)
   one_worker = _run(process, clients, shards=3)
   several = _run(process, clients, shards=3, workers=local_workers(count))
   assert several[2] == one_worker[2]
@@ -142,9 +138,9 @@ def test_shards_on_several_workers_give_exactly_the_results_of_one_worker(plante
     np.testing.assert_array_equal(got, want)
 
 
-def test_workers_get_at_least_one_shard_each(planted_problem, local_workers):
+def test_workers_get_at_least_one_shard_each(planted_problem, planted_text, local_workers):
   _, clients = planted_problem
-  process = BUILDERS['fedmf']()
+  process = BUILDERS['fedmf'](planted_text)
   # shards=1 with two workers runs two shards, as `shards=2` on one worker does
   assert _run(process, clients, workers=local_workers(2))[2] == _run(process, clients, shards=2)[2]
 
