@@ -126,16 +126,16 @@ def _plan(output_dir: pathlib.Path) -> tuple[list[cells_lib.Cell], list[cells_li
   if _GRID.value:
     if not _METHODS.value:
       _fail('--grid needs --methods (algorithm names, e.g. fedmf,rqfedrec)')
-    if flags.FLAGS['hyperparameters'].present:
+    if _HYPERPARAMETERS.present:
       _fail('--hyperparameters does not apply to --grid, which sets the learning rate and weight decay '
             'of each cell itself (--learning_rates, --weight_decays)')
     grid = tables.grid_cells(_METHODS.value, dataset_flags=dataset_flags, seed=seeds[0], extra=extra,
                              learning_rates=_floats(_LEARNING_RATES), weight_decays=_floats(_WEIGHT_DECAYS))
     return grid, grid
-  every = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, extra=extra,
-                       hyperparameter_set=_HYPERPARAMETERS.value)
-  plan = tables.cells(_target(), dataset_flags=dataset_flags, seeds=seeds, methods=_METHODS.value,
-                      extra=extra, hyperparameter_set=_HYPERPARAMETERS.value)
+  common = dict(dataset_flags=dataset_flags, seeds=seeds, extra=extra,
+                hyperparameter_set=_HYPERPARAMETERS.value)
+  every = tables.cells(_target(), **common)
+  plan = tables.cells(_target(), methods=_METHODS.value, **common)
   if not plan:
     stems = [row.stem for row in tables.spec_of(_target())['rows']]
     _fail(f'--methods={",".join(_METHODS.value)} matches no row of {_target()}; rows: {stems}')

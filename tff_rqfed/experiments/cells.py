@@ -97,10 +97,11 @@ def _same(requested, recorded) -> bool:
   return str(requested) == str(recorded)
 
 
-def _differing_flag(cell: Cell, recorded: dict) -> str | None:
+def _differing_flag(cell: Cell, recorded: dict) -> tuple[str, str] | None:
+  """(name, description) of the first of the cell's flags that `recorded` lacks or differs in."""
   for name, value in cell.flags:
     if name not in recorded or not _same(value, recorded[name]):
-      return f'--{name}={_flag_text(value)} requested, {recorded.get(name, "absent")!r} recorded'
+      return name, f'--{name}={_flag_text(value)} requested, {recorded.get(name, "absent")!r} recorded'
   return None
 
 
@@ -117,10 +118,10 @@ def finished_summary(cell: Cell, cell_dir: pathlib.Path) -> dict | None:
     raise CellError(f'{cell_dir}: unreadable summary.json or flags.json ({e}); move the folder away') from e
   differing = _differing_flag(cell, recorded)
   if differing:
+    name, description = differing
     hint = ('; the runner takes learning rates and weight decays from --hyperparameters (validated '
-            'or pre_grid)'
-            if differing.startswith(('--learning_rate=', '--weight_decay=')) else '')
-    raise CellError(f'{cell_dir} holds a different run ({differing}); move it or choose another '
+            'or pre_grid)' if name in ('learning_rate', 'weight_decay') else '')
+    raise CellError(f'{cell_dir} holds a different run ({description}); move it or choose another '
                     f'--output_dir{hint}')
   return None if summary.get('interrupted') else summary
 
