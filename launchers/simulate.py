@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from tff_rqfed import environment
 from tff_rqfed import execution
 from tff_rqfed import hyperparameters
 from tff_rqfed import results_io
@@ -321,21 +322,27 @@ def rlm_options() -> dict[str, float]:
   return {option: flag.value for option, flag in flags_by_option.items() if flag.value is not None}
 
 
+# The derived inputs this run loaded (name -> array), whose digests the summary records (environment.py).
+_LOADED_INPUTS: dict[str, np.ndarray] = {}
+
+
 def item_text_embeddings(dataset):
   """float32[I, d_l] embeddings of the items' texts (--encoder; cached under the data folder)."""
-  return encoders.item_text_embeddings(
+  embeddings = encoders.item_text_embeddings(
       text.item_texts(dataset), dataset_name=dataset.name, encoder=_ENCODER.value,
       cache_dir=_DATA_DIR.value or movielens.default_cache_dir())
+  _LOADED_INPUTS['text_embeddings'] = embeddings
+  return embeddings
 
 
-def run_mostpop(dataset, split, output_dir):
+def run_mostpop(dataset, split, output_dir, environment_record: dict):
   scores = popularity.most_popular_scores(
       np.concatenate([split.train, split.valid]), num_users=split.num_users, num_items=split.num_items)
   test, top_k = simulation.evaluate_scores(scores, split, k=_TOP_K.value, on='test')
   summary = {'algorithm': 'mostpop', 'test': test['correct'], 'test_paper': test['paper'],
              'test_item_groups': simulation.test_item_group_metrics(top_k, split, k=_TOP_K.value),
              'best_round': 0, 'rounds_run': 0, 'seconds_per_round': None,
-             'communication': {'upload': 0, 'download': 0}}
+             'communication': {'upload': 0, 'download': 0}, 'environment': environment_record}
   results_io.write_atomic(output_dir / 'summary.json', json.dumps(summary, indent=2) + '\n')
   return summary
 
@@ -539,7 +546,7 @@ def main(argv):
   results_io.write_atomic(output_dir / 'flags.json', json.dumps(flag_values, indent=2, sort_keys=True))
   seed = _SEED.value
   if process is None:
-    summary = run_mostpop(dataset, split, output_dir)
+    summary = run_mostpop(dataset, split, output_dir, environment.describe())
   else:
     execution.set_execution_context()
     workers = start_workers()
@@ -558,7 +565,8 @@ def main(argv):
           process, split=split, clients=clients, config=config, output_dir=output_dir,
           item_ids=dataset.item_ids, user_ids=dataset.user_ids,
           extra_summary={'dataset': dataset.name, 'protocol': _PROTOCOL.value,
-                         'partition': _PARTITION.value, 'num_clients': len(clients), 'seed': seed},
+                         'partition': _PARTITION.value, 'num_clients': len(clients), 'seed': seed,
+                         'environment': environment.describe(inputs=_LOADED_INPUTS)},
           on_finish=finish_summary(process, clients, dataset.num_items), workers=workers,
       )
     except execution.WorkerError as e:  # not bad input, but one line too; saved rounds are kept

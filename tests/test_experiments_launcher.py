@@ -74,6 +74,23 @@ def test_table_run_writes_cells_csv_and_the_table_beside_the_papers(sweep):
   assert f"{summary['test']['recall@10']:.4f}" in table
 
 
+def test_cells_csv_records_the_cpu_commit_and_text_embeddings_of_each_cell(sweep):
+  import numpy as np
+  from tff_rqfed import environment
+
+  root, runs = sweep
+  _ok(runs['table2']), _ok(runs['table5']), _ok(runs['figure3'])
+  cells = pd.read_csv(root / 'cells.csv').set_index('cell')
+  assert (cells['cpu'] == environment.cpu()['model']).all()
+  assert (cells['commit'] == environment.git_commit()).all()
+  # FedAlphaFuse and FedRLM read the item text embeddings, FedMF and RQFedRec w/o SC do not.
+  [cache] = root.rglob('embeddings/*.npy')
+  text_digest = environment.array_digest(np.load(cache))
+  assert cells.loc['fedalphafuse-s0', 'text_embeddings_sha256'] == text_digest
+  assert cells.loc['fedrlm_gen-s0', 'text_embeddings_sha256'] == text_digest
+  assert cells.loc[['fedmf-s0', 'rqfedrec-wosc-s0'], 'text_embeddings_sha256'].isna().all()
+
+
 def test_each_table_and_the_grid_run_their_own_cells(sweep):
   root, runs = sweep
   for name in ('table3', 'table5', 'table6', 'grid'):

@@ -114,6 +114,10 @@ def test_fedmf_run_writes_summary_with_both_metric_sets_and_communication(runs):
   assert summary['communication']['upload'] == NUM_ITEMS * 8
   assert summary['communication']['download'] == NUM_ITEMS * 8
   assert summary['algorithm'] == 'fedmf' and summary['num_clients'] == 3
+  from tff_rqfed import environment
+  assert summary['environment']['packages']['tensorflow-federated'] == '0.87.0'
+  assert summary['environment']['cpu'] == environment.cpu()
+  assert summary['environment']['input_sha256'] == {}  # FedMF reads no text embeddings
 
 
 def test_fedmf_run_writes_rounds_flags_and_topk_files(runs):

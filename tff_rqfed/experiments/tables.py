@@ -262,6 +262,13 @@ def cell_record(cell: Cell, summary: dict, *, seconds: float | None) -> dict:
   record.update({'best_round': summary.get('best_round'), 'rounds_run': summary.get('rounds_run'),
                  'seconds_per_round': summary.get('seconds_per_round'), 'wall_seconds': seconds,
                  'upload': communication.get('upload'), 'download': communication.get('download')})
+  # Where the cell ran (environment.py; absent from summaries written before it): the same seed can
+  # give other metrics on another CPU, so a table mixing machines shows it here.
+  environment = summary.get('environment', {})
+  record.update({'cpu': environment.get('cpu', {}).get('model'),
+                 'cpu_features': ' '.join(environment.get('cpu', {}).get('features', [])) or None,
+                 'commit': environment.get('commit'),
+                 'text_embeddings_sha256': environment.get('input_sha256', {}).get('text_embeddings')})
   return record
 
 
