@@ -73,30 +73,45 @@ def test_pfedrec_server_table_is_the_unweighted_mean_of_the_uploads(tff_context,
   assert np.abs(unweighted - weighted).max() > 1e-2  # the two means are told apart
   np.testing.assert_allclose(np.asarray(next_state['item_embeddings']), unweighted, rtol=1e-5, atol=1e-7)
   assert int(next_state['round_num']) == 2
-  # Each client keeps what it trained: its score functions and the table it uploaded.
+  # Each client keeps what it trained: its score functions and its users' logits with the table it
+  # uploaded.
   for output, client_state, client in zip(outputs, next_client_states, clients):
-    np.testing.assert_allclose(np.asarray(client_state['item_embeddings']), np.asarray(output.upload),
-                               rtol=1e-6)
-    assert np.asarray(client_state['score_functions']).shape == (len(client.user_ids), D + 1)
+    score_functions = np.asarray(client_state['score_functions'])
+    assert score_functions.shape == (len(client.user_ids), D + 1)
+    with_upload = score_functions[:, :D] @ np.asarray(output.upload).T + score_functions[:, D:]
+    np.testing.assert_allclose(np.asarray(client_state['item_logits']), with_upload, rtol=1e-5, atol=1e-6)
 
 
-def test_pfedrec_scores_each_user_with_its_own_clients_fine_tuned_table(planted_problem, pfedrec_run):
+def test_pfedrec_scores_each_user_with_its_own_clients_fine_tuned_table(tff_context, planted_problem,
+                                                                        pfedrec_run):
   _, clients = planted_problem
   process, (state, client_states, _) = pfedrec_run
-  scores = process.scores(state, client_states, clients, NUM_USERS)
-  user, k, row = 21, 5, 1  # client 5 holds users 20-23
-  score_function = np.asarray(client_states[k]['score_functions'])[row]
+  # Client 5 (users 20-23) fine-tunes the broadcast of round 16; user 21 is then scored with that table.
+  k, row, user = 5, 1, 21
+  data = process_lib.client_data_values(clients, seed=0, round_num=16)[k]
+  out = process.client_work(process.payload(state), client_states[k], data)
+  states = list(client_states)
+  states[k] = out.client_state
+  scores = process.scores(state, states, clients, NUM_USERS)
+  score_function = np.asarray(out.client_state['score_functions'])[row]
   w, b = score_function[:D], score_function[D]
-  own = np.asarray(client_states[k]['item_embeddings']) @ w + b
+  own = np.asarray(out.upload) @ w + b
   np.testing.assert_allclose(scores[user], own, rtol=1e-5, atol=1e-6)
   with_server_table = np.asarray(state['item_embeddings']) @ w + b
   assert np.abs(scores[user] - with_server_table).max() > 1e-2
-  # Every client's table is its own.
-  tables = [np.asarray(s['item_embeddings']) for s in client_states]
-  assert all(not np.allclose(tables[0], t) for t in tables[1:])
 
 
-def test_pfedrec_round_starts_from_the_broadcast_not_the_stored_table(planted_problem, pfedrec_run):
+def test_pfedrec_client_state_keeps_the_users_logits_not_the_item_table(pfedrec_run):
+  # One user per client at d = 512 on ML-100k: 1,682 logits instead of 1,682 x 512 table values.
+  process, (_, client_states, _) = pfedrec_run
+  assert set(client_states[0]) == {'score_functions', 'item_logits'}
+  state_type = process.client_work.type_signature.parameter[1]
+  assert tuple(state_type.item_logits.shape) == (None, NUM_ITEMS)
+  assert not hasattr(state_type, 'item_embeddings')
+  assert np.asarray(client_states[0]['item_logits']).shape == (4, NUM_ITEMS)
+
+
+def test_pfedrec_round_starts_from_the_broadcast_not_the_stored_logits(planted_problem, pfedrec_run):
   _, clients = planted_problem
   process, (state, client_states, _) = pfedrec_run
   data = process_lib.client_data_values(clients, seed=0, round_num=16)[2]
@@ -104,7 +119,7 @@ def test_pfedrec_round_starts_from_the_broadcast_not_the_stored_table(planted_pr
   stored = client_states[2]
   garbage = collections.OrderedDict(
       score_functions=stored['score_functions'],
-      item_embeddings=np.random.default_rng(0).normal(size=(NUM_ITEMS, D)).astype(np.float32))
+      item_logits=np.random.default_rng(0).normal(size=(4, NUM_ITEMS)).astype(np.float32))
   a, b = process.client_work(payload, stored, data), process.client_work(payload, garbage, data)
   np.testing.assert_array_equal(np.asarray(a.upload), np.asarray(b.upload))
   np.testing.assert_array_equal(np.asarray(a.client_state['score_functions']),

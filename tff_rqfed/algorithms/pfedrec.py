@@ -18,8 +18,13 @@ Adaptations to our protocol (each one for the same footing as FedMF and RQFedRec
   (`score_functions: float32[U_k, d + 1]`, weight then bias), and the client keeps ONE fine-tuned item
   table shared by its users. PFedRec was written for one user per client: with `--partition=per_user`
   this is exactly the published setting.
-- Client state: OrderedDict(score_functions, item_embeddings: float32[I, d]), CLIENTS-placed like
-  mf_local's. `item_embeddings` is kept for evaluation only; every round starts from the broadcast.
+- Client state: OrderedDict(score_functions, item_logits: float32[U_k, I]), CLIENTS-placed like
+  mf_local's. Evaluation needs the fine-tuned table only through each user's logits over all items, so
+  the client keeps those (w_u . q_i + b_u, computed at the end of its local training) instead of the
+  table: U_k x I values instead of I x d, 512 times fewer with one user per client at d = 512. Every
+  round starts from the broadcast, so the table itself is never needed again. (Until commit 879e60b
+  the state held the table, 3.2 GB over 943 one-user clients, copied between this process and the
+  TFF worker every round; the logits are the same up to float rounding.)
   The official code also uploads and averages the score-function bias (it deletes only
   `affine_output.weight` from the upload) but never loads the averaged bias back into a client, so it
   has no effect; we upload the item table only.
@@ -44,9 +49,9 @@ Adaptations to our protocol (each one for the same footing as FedMF and RQFedRec
 - Rounds and evaluation: every client takes part in every round (the official default
   `clients_sample_ratio` = 1), and users are ranked by our protocol's evaluation
   (`simulation.evaluate_scores`) instead of leave-one-out HR/NDCG against 99 sampled negatives.
-- Communication: the item table down and up, I d values per client per round. The fine-tuned table in
-  the client state is not communicated but, as TFF client state, crosses between this process and
-  the TFF worker every round (I d values in and out per client), which FedMF's user table does not.
+- Communication: the item table down and up, I d values per client per round. The client state is not
+  communicated; as TFF client state it crosses between this process and the TFF worker every round
+  (U_k (d + 1 + I) values in and out per client).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import collections
 import functools
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rqfed.federated import client_work as cw
@@ -69,8 +75,12 @@ def client_update(item_embeddings, client_state, data, *, training: cw.LocalTrai
 
   Args:
     item_embeddings: float32[I, d] the broadcast server table (the client's stored table is ignored).
-    client_state: OrderedDict(score_functions=float32[U_k, d + 1], item_embeddings=float32[I, d]).
+    client_state: OrderedDict(score_functions=float32[U_k, d + 1], item_logits=float32[U_k, I]);
+      only the score functions are read.
     data: the client's positives and seed (`process.client_data_type`).
+
+  Returns the fine-tuned table as the upload and, as the new client state, the score functions and
+  the users' logits over all items with that table (`item_logits`).
   """
   scores, items, loss = pfedrec_model.train_local(
       client_state['score_functions'], item_embeddings, data['local_users'], data['items'],
@@ -80,18 +90,24 @@ def client_update(item_embeddings, client_state, data, *, training: cw.LocalTrai
       weight_decay=training.weight_decay, excluded_items=data['excluded_items'])
   return process.ClientOutput(
       upload=items, weight=cw.example_weight(data),
-      client_state=collections.OrderedDict(score_functions=scores, item_embeddings=items),
+      client_state=collections.OrderedDict(score_functions=scores, item_logits=item_logits(scores, items)),
       metrics=cw.metrics(loss=loss))
 
 
+def item_logits(score_functions, item_embeddings):
+  """float32[U_k, I] logits w_u . q_i + b_u of every user of `score_functions: float32[U_k, d + 1]`
+  over every item of `item_embeddings: float32[I, d]`."""
+  d = tf.shape(item_embeddings)[1]
+  return (tf.matmul(score_functions[:, :d], item_embeddings, transpose_b=True)
+          + score_functions[:, d:])
+
+
 def personal_scores(client_states, clients, num_users: int, num_items: int) -> np.ndarray:
-  """float32[U, I] logits w_u . q^(k) + b_u of every user with the table q^(k) its client fine-tuned."""
+  """float32[U, I] logits w_u . q^(k) + b_u of every user with the table q^(k) its client fine-tuned
+  (the clients' `item_logits`)."""
   result = np.zeros((num_users, num_items), np.float32)
   for client_state, client in zip(client_states, clients):
-    score_functions = np.asarray(client_state['score_functions'])
-    table = np.asarray(client_state['item_embeddings'])
-    d = table.shape[1]
-    result[client.user_ids] = score_functions[:, :d] @ table.T + score_functions[:, d:]
+    result[client.user_ids] = np.asarray(client_state['item_logits'])
   return result
 
 
@@ -122,7 +138,8 @@ def build_pfedrec(
   d = embedding_dim
   item_type = tff.TensorType(np.float32, [num_items, d])
   client_state_type = tff.types.to_type(collections.OrderedDict(
-      score_functions=tff.TensorType(np.float32, [None, d + 1]), item_embeddings=item_type))
+      score_functions=tff.TensorType(np.float32, [None, d + 1]),
+      item_logits=tff.TensorType(np.float32, [None, num_items])))
   server = process.shared_value_server('item_embeddings', item_type)
   client_fn = functools.partial(client_update, training=training,
                                 item_learning_rate_scale=float(item_learning_rate_scale))
@@ -134,7 +151,7 @@ def build_pfedrec(
   def initial_client_states(clients):
     score_functions = cw.initial_score_functions(clients, embedding_dim=d, init_scale=init_scale,
                                               seed=seed)
-    return [collections.OrderedDict(score_functions=s, item_embeddings=initial_items.copy())
+    return [collections.OrderedDict(score_functions=s, item_logits=item_logits(s, initial_items).numpy())
             for s in score_functions]
 
   def scores(state, client_states, clients, num_users):
