@@ -123,6 +123,20 @@ def test_markdown_averages_seeds_and_puts_the_papers_numbers_beside_ours():
   assert '| RQFedRec |' not in text  # rows without cells are left out
 
 
+def test_markdown_says_when_cells_ran_on_more_than_one_machine_or_an_unknown_one():
+  one = [_record('FedMF', seed, 0.16, 0.48, 0.60, cpu='AMD EPYC', cpu_features='avx2 avx512f')
+         for seed in (0, 1)]
+  assert 'machines' not in tables.markdown('table2', pd.DataFrame(one), dataset='ml-100k')
+  two = one + [_record('RQFedRec', 0, 0.16, 0.48, 0.60, cpu='Intel Xeon', cpu_features='avx2')]
+  text = tables.markdown('table2', pd.DataFrame(two), dataset='ml-100k')
+  assert 'The cells ran on 2 machines: AMD EPYC (avx2 avx512f); Intel Xeon (avx2).' in text
+  older = one + [_record('RQFedRec', 0, 0.16, 0.48, 0.60)]  # a summary written before the record
+  text = tables.markdown('table2', pd.DataFrame(older), dataset='ml-100k')
+  assert '1 of 3 cells do not record their machine' in text and 'ran on' not in text
+  assert '1 of 1 cells do not record' in tables.markdown(
+      'table2', pd.DataFrame([_record('FedMF', 0, 0.1, 0.4, 0.5)]), dataset='ml-100k')
+
+
 def test_choosing_table_marks_the_best_validation_ndcg_per_method():
   records = pd.DataFrame([
       {'row': 'fedmf', 'flag_learning_rate': lr, 'flag_weight_decay': wd, 'valid/ndcg@10': v}

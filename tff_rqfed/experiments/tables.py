@@ -312,7 +312,30 @@ def markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
     lines.append(f'| {row.label} | {len(group)} | ' + ' | '.join(ours + theirs + time_cells)
                  + f" | {_count(group['upload'].iloc[0])} | {_count(group['download'].iloc[0])} |"
                  + ''.join(f' {mean_std(group[name], 3) if name in group else "-"} |' for name, _ in columns))
-  return '\n'.join(lines) + '\n'
+  return '\n'.join(lines + machines_note(records)) + '\n'
+
+
+def machines_note(records: pd.DataFrame) -> list[str]:
+  """Lines saying on how many machines (CPU model and float-kernel features, cells.csv's `cpu` and
+  `cpu_features`) the table's cells ran, when that is more than one or unknown for some cells: the
+  same seed can give RQFedRec other metrics on another CPU (docs/RESULTS.md, "Reproducibility across
+  machines"). None when every cell ran on one machine."""
+  if not len(records):
+    return []
+  cpus = records['cpu'] if 'cpu' in records else pd.Series([None] * len(records))
+  features = records['cpu_features'] if 'cpu_features' in records else pd.Series([None] * len(records))
+  known = cpus.notna().to_numpy()
+  machines = sorted({f'{cpu} ({feature})' if isinstance(feature, str) else str(cpu)
+                     for cpu, feature in zip(cpus[known], features[known])})
+  unknown = int((~known).sum())
+  if len(machines) <= 1 and not unknown:
+    return []
+  sentences = [f'The cells ran on {len(machines)} machines: {"; ".join(machines)}.'] if len(machines) > 1 else []
+  if unknown:
+    sentences.append(f'{unknown} of {len(records)} cells do not record their machine (run before '
+                     'the environment record).')
+  return ['', ' '.join(sentences) + ' RQFedRec\'s metrics for a seed can differ between machines '
+          '(docs/RESULTS.md, "Reproducibility across machines").']
 
 
 def groups_markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
@@ -332,7 +355,7 @@ def groups_markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
            for g in groups if f'group/{g}/items' in records and len(records)]
   if sizes:
     lines += ['', 'Groups (seed of the first cell): ' + '; '.join(sizes) + '.']
-  return '\n'.join(lines) + '\n'
+  return '\n'.join(lines + machines_note(records)) + '\n'
 
 
 def choosing_markdown(records: pd.DataFrame) -> tuple[str, dict]:
