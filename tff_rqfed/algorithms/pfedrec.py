@@ -74,7 +74,7 @@ def client_update(item_embeddings, client_state, data, *, training: cw.LocalTrai
   """One client's round: PFedRec's alternating steps from the broadcast table; uploads the table.
 
   Args:
-    item_embeddings: float32[I, d] the broadcast server table (the client's stored table is ignored).
+    item_embeddings: float32[I, d] the broadcast server table, where every round starts.
     client_state: OrderedDict(score_functions=float32[U_k, d + 1], item_logits=float32[U_k, I]);
       only the score functions are read.
     data: the client's positives and seed (`process.client_data_type`).
