@@ -79,7 +79,8 @@ def test_cells_csv_records_the_cpu_commit_and_text_embeddings_of_each_cell(sweep
   from tff_rqfed import environment
 
   root, runs = sweep
-  _ok(runs['table2']), _ok(runs['table5']), _ok(runs['figure3'])
+  for name in ('table2', 'table5', 'figure3'):
+    _ok(runs[name])
   cells = pd.read_csv(root / 'cells.csv').set_index('cell')
   assert (cells['cpu'] == environment.cpu()['model']).all()
   assert (cells['commit'] == environment.git_commit()).all()

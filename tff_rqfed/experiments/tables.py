@@ -265,8 +265,8 @@ def cell_record(cell: Cell, summary: dict, *, seconds: float | None) -> dict:
   # Where the cell ran (environment.py; absent from summaries written before it): the same seed can
   # give other metrics on another CPU, so a table mixing machines shows it here.
   environment = summary.get('environment', {})
-  record.update({'cpu': environment.get('cpu', {}).get('model'),
-                 'cpu_features': ' '.join(environment.get('cpu', {}).get('features', [])) or None,
+  cpu = environment.get('cpu', {})
+  record.update({'cpu': cpu.get('model'), 'cpu_features': ' '.join(cpu.get('features', [])) or None,
                  'commit': environment.get('commit'),
                  'text_embeddings_sha256': environment.get('input_sha256', {}).get('text_embeddings')})
   return record
@@ -319,15 +319,12 @@ def machines_note(records: pd.DataFrame) -> list[str]:
   """Lines saying on how many machines (CPU model and float-kernel features, cells.csv's `cpu` and
   `cpu_features`) the table's cells ran, when that is more than one or unknown for some cells: the
   same seed can give RQFedRec other metrics on another CPU (docs/RESULTS.md, "Reproducibility across
-  machines"). None when every cell ran on one machine."""
-  if not len(records):
-    return []
-  cpus = records['cpu'] if 'cpu' in records else pd.Series([None] * len(records))
-  features = records['cpu_features'] if 'cpu_features' in records else pd.Series([None] * len(records))
-  known = cpus.notna().to_numpy()
-  machines = sorted({f'{cpu} ({feature})' if isinstance(feature, str) else str(cpu)
-                     for cpu, feature in zip(cpus[known], features[known])})
-  unknown = int((~known).sum())
+  machines"). No lines when every cell ran on one recorded machine."""
+  machine = records.reindex(columns=['cpu', 'cpu_features'])  # absent columns: all unknown
+  known = machine[machine['cpu'].notna()]
+  machines = sorted({f'{cpu} ({features})' if isinstance(features, str) else str(cpu)
+                     for cpu, features in known.itertuples(index=False)})
+  unknown = len(records) - len(known)
   if len(machines) <= 1 and not unknown:
     return []
   sentences = [f'The cells ran on {len(machines)} machines: {"; ".join(machines)}.'] if len(machines) > 1 else []
