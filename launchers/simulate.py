@@ -559,6 +559,7 @@ def main(argv):
         progress=_PROGRESS.value, checkpoint_every=_CHECKPOINT_EVERY.value, resume=_RESUME.value,
         tensorboard=_TENSORBOARD.value, client_fraction=_CLIENT_FRACTION.value,
         track_similarity=_TRACK_SIMILARITY.value, client_shards=client_shards(),
+        keep_best_client_states=_ATTACK.value,  # the attack replays the best round's uploads
     )
     try:
       summary = simulation.run_simulation(

@@ -65,6 +65,34 @@ def test_early_stopping_keeps_the_best_round_and_stops_after_patience(tmp_path):
   assert summary["valid"]["ndcg@3"] == pytest.approx(1.0)
 
 
+class _CountingProcess(ScriptedProcess):
+  """Each client's state counts the rounds it trained; the best round is round 2."""
+
+  def initial_client_states(self, clients):
+    return [np.zeros(1) for _ in clients]
+
+  def next(self, state, client_states, data, *, round_num, shards=1, workers=None):
+    new_state, _, metrics = super().next(state, client_states, data, round_num=round_num)
+    return new_state, [s + 1 for s in client_states], metrics
+
+
+@pytest.mark.parametrize('keep', [False, True])
+def test_the_best_rounds_client_states_are_copied_only_when_on_finish_needs_them(tmp_path, keep):
+  seen = {}
+
+  def on_finish(summary, best_state, best_client_states):
+    seen.update(round=best_state['round'], states=[s.tolist() for s in best_client_states])
+    return {}
+
+  summary = simulation.run_simulation(
+      _CountingProcess(good_rounds={2}), split=_split(), clients=[_Client()], output_dir=tmp_path,
+      on_finish=on_finish, config=simulation.SimulationConfig(
+          progress=False, k=3, rounds=5, patience=10, keep_best_client_states=keep))
+  # The test metrics are round 2's (its scores are kept) whether or not its client states are.
+  assert summary['best_round'] == 2 and summary['valid']['ndcg@3'] == pytest.approx(1.0)
+  assert seen == {'round': 2, 'states': [[2.0]] if keep else []}
+
+
 def test_patience_counts_only_after_min_rounds(tmp_path):
   summary = _run(tmp_path, ScriptedProcess(good_rounds={2}), rounds=50, patience=4, min_rounds=20)
   assert summary['best_round'] == 2
@@ -323,9 +351,11 @@ def test_only_the_rounds_participants_train_and_the_others_keep_their_state(tmp_
   assert [len(call) for call in process.calls] == [3] * 6
   for round_num, call in enumerate(process.calls, start=1):
     assert call == simulation.participants(10, fraction=0.3, seed=0, round_num=round_num).tolist()
-  # After round 6 (its validation) each client's state counts exactly the rounds it took part in.
+  # Scored once at round 0 (the initial best), then after each round: after round 6 each client's
+  # state counts exactly the rounds it took part in.
   taken = np.bincount(np.concatenate(process.calls), minlength=10).tolist()
-  assert process.seen_states[5] == taken and sum(taken) == 18
+  assert len(process.seen_states) == 7 and process.seen_states[0] == [0] * 10
+  assert process.seen_states[6] == taken and sum(taken) == 18
 
 
 def test_client_fraction_outside_zero_one_is_refused_quoting_it():

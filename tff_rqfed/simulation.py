@@ -22,8 +22,14 @@ Releasing round t drops the CSV's rows of rounds >= t, so a resumed run's `round
 run after its last saved state and gains them again as they are rerun. TensorBoard event files are
 appended to: after a resume, the rerun rounds appear twice there (same values).
 
+The best round is kept as its server state and its scores of every user (`float32[U, I]`, what the
+test evaluation reads), not as a copy of every client's private state: with one user per client that
+copy is the size of the whole private state again (FedRAP: 943 x float32[1682, 512], 3.2 GB). A run
+whose `on_finish` needs the best round's client states (the launcher's upload attack) asks for them
+with `keep_best_client_states`.
+
 Every `checkpoint_every` rounds the loop's program state (server state, every client's private state,
-the best round's copies, the early-stopping bookkeeping and the round history) is saved with TFF's
+the best round's state and scores, the early-stopping bookkeeping and the round history) is saved with TFF's
 `tff.program.FileProgramStateManager` under `program_state/`; `resume` continues from the latest one.
 Rounds are deterministic in (seed, round), so a resumed run ends with the metrics of an uninterrupted
 one.
@@ -77,6 +83,7 @@ class SimulationConfig:
   client_fraction: float = 1.0  # share of the clients sampled to take part in each round
   track_similarity: bool = False  # Fig. 4: item-item similarity change per round (similarity_change.csv)
   client_shards: int = 1  # a round's clients in this many shards, each summed apart (federated.sharding)
+  keep_best_client_states: bool = False  # copy every client's state at the best round, for `on_finish`
 
   def __post_init__(self):
     if not 0.0 < self.client_fraction <= 1.0:
@@ -120,10 +127,11 @@ class _Progress:
 
   state: object
   client_states: list
+  best_state: object
+  best_scores: np.ndarray  # float32[U, I], every user's scores at the best round
+  best_client_states: list = dataclasses.field(default_factory=list)  # [] unless kept (see the config)
   best_ndcg: float = -1.0
   best_round: int = 0
-  best_state: object = None
-  best_client_states: list | None = None
   since_best: int = 0
   history: list = dataclasses.field(default_factory=list)
 
@@ -131,16 +139,17 @@ class _Progress:
     """A structure of arrays for `tff.program.FileProgramStateManager` (the history as JSON)."""
     return collections.OrderedDict(
         state=self.state, client_states=list(self.client_states), best_state=self.best_state,
-        best_client_states=list(self.best_client_states), best_ndcg=np.float64(self.best_ndcg),
-        best_round=np.int64(self.best_round), since_best=np.int64(self.since_best),
-        history=json.dumps(self.history))
+        best_scores=self.best_scores, best_client_states=list(self.best_client_states),
+        best_ndcg=np.float64(self.best_ndcg), best_round=np.int64(self.best_round),
+        since_best=np.int64(self.since_best), history=json.dumps(self.history))
 
   @classmethod
   def from_program_state(cls, saved) -> '_Progress':
     history = saved['history']
     return cls(state=saved['state'], client_states=list(saved['client_states']),
+               best_state=saved['best_state'], best_scores=np.asarray(saved['best_scores']),
+               best_client_states=list(saved['best_client_states']),
                best_ndcg=float(saved['best_ndcg']), best_round=int(saved['best_round']),
-               best_state=saved['best_state'], best_client_states=list(saved['best_client_states']),
                since_best=int(saved['since_best']),
                history=json.loads(history.decode() if isinstance(history, bytes) else history))
 
@@ -265,12 +274,24 @@ def _train_round(process, progress: _Progress, clients, split, config, round_num
     if ndcg > progress.best_ndcg:
       progress.best_ndcg, progress.best_round, progress.since_best = ndcg, round_num, 0
       progress.best_state = copy.deepcopy(progress.state)
-      progress.best_client_states = copy.deepcopy(progress.client_states)
+      progress.best_scores = np.asarray(scores, np.float32)
+      if config.keep_best_client_states:
+        progress.best_client_states = copy.deepcopy(progress.client_states)
     elif round_num > config.min_rounds:
       # Patience counts only after min_rounds: RQFedRec's validation dips while lambda warms up.
       progress.since_best += config.eval_every
   progress.history.append(row)
   return row
+
+
+def _initial_progress(process, clients, *, num_users: int, keep_best_client_states: bool) -> _Progress:
+  """Round 0: the initial states, also the best so far. Only `_Progress` refers to the client states,
+  so each round's replaced states are freed (one user per client: 3.2 GB for FedRAP on ML-100k)."""
+  state, client_states = process.initialize(), process.initial_client_states(clients)
+  return _Progress(
+      state=state, client_states=client_states, best_state=state,
+      best_scores=np.asarray(process.scores(state, client_states, clients, num_users), np.float32),
+      best_client_states=client_states if keep_best_client_states else [])
 
 
 def run_simulation(
@@ -289,7 +310,8 @@ def run_simulation(
   """Trains `process` on `clients`, early-stops on validation, writes and returns the summary.
 
   `on_finish(summary, best_state, best_client_states) -> dict`, if given, adds its entries to the
-  summary before it is written (the launcher's privacy accounting and attack).
+  summary before it is written (the launcher's privacy accounting and attack); `best_client_states`
+  is `[]` unless `config.keep_best_client_states`.
 
   With `config.resume`, training continues from the last program state saved in `output_dir` (every
   `config.checkpoint_every` rounds); the result is that of an uninterrupted run.
@@ -300,9 +322,8 @@ def run_simulation(
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   checkpoints = _Checkpoints(output_dir, config.checkpoint_every)
-  state, client_states = process.initialize(), process.initial_client_states(clients)
-  progress = _Progress(state=state, client_states=client_states, best_state=state,
-                       best_client_states=client_states)
+  progress = _initial_progress(process, clients, num_users=split.num_users,
+                              keep_best_client_states=config.keep_best_client_states)
   resumed_from = 0
   if config.resume:
     progress, resumed_from = checkpoints.load_latest(progress)
@@ -394,9 +415,8 @@ def _finish(process, progress, clients, split, config, output_dir, *, interrupte
   """Evaluates the best state on test and validation and writes `summary.json` (and `topk.csv`).
   The summary says `interrupted` when a KeyboardInterrupt stopped training (`interrupted`) or a stop
   was requested (`stop`) before the summary was written."""
-  scores = process.scores(progress.best_state, progress.best_client_states, clients, split.num_users)
-  test, top_k = evaluate_scores(scores, split, k=config.k, on='test')
-  valid, _ = evaluate_scores(scores, split, k=config.k, on='valid')
+  test, top_k = evaluate_scores(progress.best_scores, split, k=config.k, on='test')
+  valid, _ = evaluate_scores(progress.best_scores, split, k=config.k, on='valid')
   seconds = [row['seconds'] for row in progress.history]
   summary = {
       'algorithm': process.name,
