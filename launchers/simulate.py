@@ -263,7 +263,16 @@ def codes_per_level(dataset) -> int:
   return _CODES.value or (256 if dataset.name == 'ml-100k' else 512)
 
 
-def build_process(dataset, seed: int, num_clients: int):
+def uses_text_embeddings() -> bool:
+  """Whether --algorithm (with --channels) reads the items' text embeddings."""
+  if _ALGORITHM.value == 'rqfedrec':
+    return _CHANNELS.value != 'collaborative'
+  return _ALGORITHM.value == 'fedalphafuse' or _ALGORITHM.value in fedrlm.ALGORITHM_VARIANTS
+
+
+def build_process(dataset, seed: int, num_clients: int, *, text_embeddings=None):
+  """The --algorithm's `RecommenderProcess`; `text_embeddings: float32[I, d_l]` where
+  `uses_text_embeddings()`, else None."""
   training = cw.LocalTraining(
       epochs=_EPOCHS.value, batch_size=_BATCH.value, num_negatives=_NEGATIVES.value,
       learning_rate=learning_rate(), weight_decay=weight_decay(),
@@ -292,11 +301,11 @@ def build_process(dataset, seed: int, num_clients: int):
     return pfedrec.build_pfedrec(item_learning_rate_scale=_PFEDREC_ITEM_LR_SCALE.value, **common)
   if _ALGORITHM.value == 'fedalphafuse':
     return fedalphafuse.build_fedalphafuse(
-        language_embeddings=item_text_embeddings(dataset), null_dim=_ALPHAFUSE_NULL_DIM.value,
+        language_embeddings=text_embeddings, null_dim=_ALPHAFUSE_NULL_DIM.value,
         id_init=_ALPHAFUSE_ID_INIT.value, standardize=_ALPHAFUSE_STANDARDIZE.value, **common)
   if _ALGORITHM.value in fedrlm.ALGORITHM_VARIANTS:
     return fedrlm.build_fedrlm(variant=fedrlm.ALGORITHM_VARIANTS[_ALGORITHM.value],
-                               profile_embeddings=item_text_embeddings(dataset), **rlm_options(), **common)
+                               profile_embeddings=text_embeddings, **rlm_options(), **common)
   codes = codes_per_level(dataset)
   config = rqfedrec.RQConfig(
       levels=_LEVELS.value, codes_per_level=codes, refresh_every=_TAU.value,
@@ -311,7 +320,6 @@ def build_process(dataset, seed: int, num_clients: int):
       semantic_init=_SEMANTIC_INIT.value, kmeans_dim=_KMEANS_DIM.value,
       unique_codes=_UNIQUE_CODES.value, code_ids=_CODE_IDS.value,
   )
-  text_embeddings = None if config.channels == 'collaborative' else item_text_embeddings(dataset)
   return rqfedrec.build_rqfedrec(text_embeddings=text_embeddings, config=config, **common)
 
 
@@ -322,16 +330,11 @@ def rlm_options() -> dict[str, float]:
   return {option: flag.value for option, flag in flags_by_option.items() if flag.value is not None}
 
 
-# The derived inputs this run loaded (name -> array), whose digests the summary records (environment.py).
-_LOADED_INPUTS: dict[str, np.ndarray] = {}
-
-
 def item_text_embeddings(dataset):
   """float32[I, d_l] embeddings of the items' texts (--encoder; cached under the data folder)."""
   embeddings = encoders.item_text_embeddings(
       text.item_texts(dataset), dataset_name=dataset.name, encoder=_ENCODER.value,
       cache_dir=_DATA_DIR.value or movielens.default_cache_dir())
-  _LOADED_INPUTS['text_embeddings'] = embeddings
   return embeddings
 
 
@@ -518,7 +521,8 @@ def finish_summary(process, clients, num_items: int):
 
 
 def _prepare(output_dir: pathlib.Path):
-  """Everything a run needs, checked before anything is written or any TFF worker started."""
+  """Everything a run needs, checked before anything is written or any TFF worker started; `inputs`
+  are the derived inputs it loaded (name -> array), whose digests the summary records (environment.py)."""
   flag_values = _flag_values()
   check_algorithm_flags()
   check_output_dir(output_dir, flag_values)
@@ -528,19 +532,23 @@ def _prepare(output_dir: pathlib.Path):
   split = cold_items.hold_out_items(split, ratio=_COLD_ITEM_RATIO.value, seed=_SEED.value)
   check_sizes(dataset, split)
   clients = process = None
+  inputs = {}
   if _ALGORITHM.value != 'mostpop':
+    if uses_text_embeddings():
+      inputs['text_embeddings'] = item_text_embeddings(dataset)
     clients = partition.build_clients(split, scheme=_PARTITION.value, num_clients=_CLIENTS.value)
-    process = build_process(dataset, _SEED.value, num_clients=len(clients))
+    process = build_process(dataset, _SEED.value, num_clients=len(clients),
+                            text_embeddings=inputs.get('text_embeddings'))
     check_process_flags(process)
   note_users_without_interactions(split)
-  return flag_values, dataset, split, clients, process
+  return flag_values, dataset, split, clients, process, inputs
 
 
 def main(argv):
   del argv
   output_dir = pathlib.Path(_OUTPUT_DIR.value)
   try:
-    flag_values, dataset, split, clients, process = _prepare(output_dir)
+    flag_values, dataset, split, clients, process, inputs = _prepare(output_dir)
   except (app.UsageError, interactions.DataError) as e:
     _fail(e)
   results_io.write_atomic(output_dir / 'flags.json', json.dumps(flag_values, indent=2, sort_keys=True))
@@ -567,7 +575,7 @@ def main(argv):
           item_ids=dataset.item_ids, user_ids=dataset.user_ids,
           extra_summary={'dataset': dataset.name, 'protocol': _PROTOCOL.value,
                          'partition': _PARTITION.value, 'num_clients': len(clients), 'seed': seed,
-                         'environment': environment.describe(inputs=_LOADED_INPUTS)},
+                         'environment': environment.describe(inputs=inputs)},
           on_finish=finish_summary(process, clients, dataset.num_items), workers=workers,
       )
     except execution.WorkerError as e:  # not bad input, but one line too; saved rounds are kept
