@@ -1,8 +1,10 @@
 """Tests of the simulation loop with a scripted stand-in for a federated process (no TFF)."""
 
+import gc
 import json
 import os
 import signal
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -91,6 +93,36 @@ def test_the_best_rounds_client_states_are_copied_only_when_on_finish_needs_them
   # The test metrics are round 2's (its scores are kept) whether or not its client states are.
   assert summary['best_round'] == 2 and summary['valid']['ndcg@3'] == pytest.approx(1.0)
   assert seen == {'round': 2, 'states': [[2.0]] if keep else []}
+
+
+class _StateLifetimeProcess(_CountingProcess):
+  """Records, in each round, which earlier rounds' client states are still alive."""
+
+  def __init__(self):
+    super().__init__(good_rounds={1})
+    self.refs, self.alive_in_round = [], {}
+
+  def initial_client_states(self, clients):
+    states = super().initial_client_states(clients)
+    self.refs.append([weakref.ref(s) for s in states])
+    return states
+
+  def next(self, state, client_states, data, *, round_num, shards=1, workers=None):
+    gc.collect()
+    self.alive_in_round[round_num] = [i for i, refs in enumerate(self.refs)
+                                      if any(r() is not None for r in refs)]
+    new_state, states, metrics = super().next(state, client_states, data, round_num=round_num)
+    self.refs.append([weakref.ref(s) for s in states])
+    return new_state, states, metrics
+
+
+def test_a_rounds_replaced_client_states_are_freed(tmp_path):
+  # One user per client the states are the run's largest values (FedRAP: 3.2 GB): only the current
+  # round's may stay alive, not the initial ones nor a copy of the best round's.
+  process = _StateLifetimeProcess()
+  _run(tmp_path, process, rounds=4, patience=10)
+  # refs[0] are the initial states, refs[t] round t's: entering round t only round t - 1's are alive.
+  assert process.alive_in_round == {1: [0], 2: [1], 3: [2], 4: [3]}
 
 
 def test_patience_counts_only_after_min_rounds(tmp_path):
