@@ -6,9 +6,7 @@ r"""Peak resident memory of a whole `launchers.simulate` run: the launcher and i
 Everything after `--` is passed to `launchers.simulate` (default `--output_dir`: a fresh temporary
 folder, removed afterwards). The run is a subprocess; every `--interval` seconds this reads the peak
 resident memory the kernel records (VmHWM in /proc/PID/status) of the launcher and of each TFF worker
-it started (`worker_processes.worker_pids`), keeping the last value read while each lives. VmHWM is
-the kernel's own high-water mark, so a peak between two reads is not missed; only memory a process
-reaches after the last read before it exits is (at most `--interval` seconds of it).
+it started (`worker_processes.watch_peaks`), keeping the last value read while each lives.
 
 Writes JSON (`--output`) and prints one line: the launcher's and the worker's peak in GiB, the run's
 seconds, its exit status and the rounds it ran (`rounds.csv`). The memory a run needs is about their sum:
@@ -34,30 +32,6 @@ _OUTPUT = flags.DEFINE_string('output', 'results/benchmarks/run_memory.json', 'J
 _INTERVAL = flags.DEFINE_float('interval', 0.5, 'Seconds between two reads of the peaks.')
 
 
-def peak_gib(pid: int) -> float | None:
-  """The peak resident memory (VmHWM) of `pid` in GiB, or None once it is gone."""
-  try:
-    with open(f'/proc/{pid}/status') as f:
-      for line in f:
-        if line.startswith('VmHWM:'):
-          return int(line.split()[1]) / 2**20
-  except OSError:
-    return None
-  return None
-
-
-def watch(process: subprocess.Popen, interval: float) -> dict[str, float | None]:
-  """Until `process` exits: its peak and the largest peak of its TFF workers (GiB, None if none ran)."""
-  launcher, workers = None, {}
-  while process.poll() is None:
-    launcher = peak_gib(process.pid) or launcher
-    for pid in worker_processes.worker_pids(process.pid):
-      workers[pid] = peak_gib(pid) or workers.get(pid)
-    time.sleep(interval)
-  peaks = [peak for peak in workers.values() if peak is not None]
-  return {'launcher_peak_gib': launcher, 'worker_peak_gib': max(peaks, default=None)}
-
-
 def _rounds_run(output_dir: pathlib.Path) -> int:
   rounds = output_dir / 'rounds.csv'
   return max(len(rounds.read_text().splitlines()) - 1, 0) if rounds.exists() else 0
@@ -75,7 +49,7 @@ def main(argv):
     command = [sys.executable, '-m', 'launchers.simulate', '--progress=false', *simulate_flags]
     start = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.DEVNULL) as process:
-      peaks = watch(process, _INTERVAL.value)
+      peaks = worker_processes.watch_peaks(process, _INTERVAL.value)
     result = {'command': command[1:], **peaks, 'seconds': time.perf_counter() - start,
               'exit_status': process.returncode, 'rounds_run': _rounds_run(output_dir)}
   results_io.write_atomic(pathlib.Path(_OUTPUT.value), json.dumps(result, indent=2) + '\n')

@@ -1,9 +1,11 @@
-"""TFF worker processes of a parent process, read from /proc (no TensorFlow import: the reaper of
-`execution._REAPER` runs this in a small separate process)."""
+"""TFF worker processes of a parent process, and their peak memory, read from /proc (no TensorFlow
+import: the reaper of `execution._REAPER` runs this in a small separate process)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 
 _WORKER_NAME = b'worker_binary'
 
@@ -46,3 +48,29 @@ def cpu_seconds(pid: int) -> float:
   """User plus system CPU seconds `pid` has used so far (OSError when it is gone)."""
   fields = _stat_fields(pid)
   return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def peak_memory_gib(pid: int) -> float | None:
+  """The peak resident memory the kernel records for `pid` (VmHWM) in GiB, or None once it is gone."""
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 2**20
+  except OSError:
+    return None
+  return None
+
+
+def watch_peaks(process: subprocess.Popen, interval: float) -> dict[str, float | None]:
+  """Until `process` exits, every `interval` seconds: its peak memory and the largest peak of the TFF
+  workers it started (GiB; None for workers if none ran). VmHWM is the kernel's high-water mark, so a
+  peak between two reads is not missed, only what a process reaches after the last read before it exits."""
+  launcher, workers = None, {}
+  while process.poll() is None:
+    launcher = peak_memory_gib(process.pid) or launcher
+    for pid in worker_pids(process.pid):
+      workers[pid] = peak_memory_gib(pid) or workers.get(pid)
+    time.sleep(interval)
+  peaks = [peak for peak in workers.values() if peak is not None]
+  return {'launcher_peak_gib': launcher, 'worker_peak_gib': max(peaks, default=None)}

@@ -1,9 +1,9 @@
-"""Tests of benchmarks.run_memory's peak reading (a plain subprocess; no TFF)."""
+"""Tests of the peak-memory reading of worker_processes (a plain subprocess; no TFF)."""
 
 import subprocess
 import sys
 
-from benchmarks import run_memory
+from tff_rqfed import worker_processes
 
 
 def test_watch_reports_the_peak_a_subprocess_reached_after_it_freed_it():
@@ -11,7 +11,7 @@ def test_watch_reports_the_peak_a_subprocess_reached_after_it_freed_it():
   script = ('import time; b = bytearray(300 * 2**20); b[::4096] = b"x" * len(b[::4096]); del b; '
             'time.sleep(1.5)')
   with subprocess.Popen([sys.executable, '-c', script]) as process:
-    peaks = run_memory.watch(process, interval=0.1)
+    peaks = worker_processes.watch_peaks(process, interval=0.1)
   assert process.returncode == 0
   assert 0.29 < peaks['launcher_peak_gib'] < 1.0
   assert peaks['worker_peak_gib'] is None  # it started no TFF worker
@@ -20,4 +20,4 @@ def test_watch_reports_the_peak_a_subprocess_reached_after_it_freed_it():
 def test_peak_of_a_process_that_does_not_exist_is_none():
   with open('/proc/sys/kernel/pid_max') as f:
     beyond = int(f.read()) + 1  # no process can have this id
-  assert run_memory.peak_gib(beyond) is None
+  assert worker_processes.peak_memory_gib(beyond) is None
