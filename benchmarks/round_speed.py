@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed import execution, results_io, simulation
+from tff_rqfed import execution, results_io, simulation, worker_processes
 from tff_rqfed.algorithms import fedmf, fedncf, fedrap, fedrlm, mf_local, pfedrec, rqfedrec
 from tff_rqfed.data import movielens, partition, protocols, text
 from tff_rqfed.federated import client_work as cw
@@ -106,15 +106,9 @@ def build(name, dataset, embeddings):
 
 
 def worker_peaks_gib() -> list[float]:
-  """Peak resident memory (VmHWM) of each of this process's TFF workers."""
-  peaks = []
-  for pid in execution.worker_pids():
-    try:
-      with open(f'/proc/{pid}/status') as f:
-        peaks += [int(line.split()[1]) / 2**20 for line in f if line.startswith('VmHWM:')]
-    except OSError:
-      pass
-  return peaks
+  """Peak resident memory (VmHWM) of each of this process's TFF workers still running."""
+  peaks = [worker_processes.peak_memory_gib(pid) for pid in worker_processes.worker_pids()]
+  return [peak for peak in peaks if peak is not None]
 
 
 def time_tff(process, clients, split, workers=None):

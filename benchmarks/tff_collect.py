@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_rqfed import execution, results_io
+from tff_rqfed import execution, results_io, worker_processes
 
 _CLIENTS = flags.DEFINE_integer('clients', 50, 'K (100 needs more than 24 GB for the aggregate).')
 _ITEMS = flags.DEFINE_integer('items', 1682, 'I.')
@@ -48,13 +48,8 @@ _OUTPUT = flags.DEFINE_string('output', 'results/benchmarks/tff_collect.json', '
 
 
 def _worker_peak_mb() -> float:
-  peak = 0.0
-  for pid in execution.worker_pids():
-    with open(f'/proc/{pid}/status') as f:
-      for line in f:
-        if line.startswith('VmHWM:'):
-          peak = max(peak, int(line.split()[1]) / 1024)
-  return peak
+  peaks = [worker_processes.peak_memory_gib(pid) for pid in worker_processes.worker_pids()]
+  return max([peak * 1024 for peak in peaks if peak is not None], default=0.0)
 
 
 def _computations(k, i, d):
