@@ -6,7 +6,8 @@ and sends each client its own table back. This measures, in the TFF worker this 
 1682 x 512, 3.4 MB each):
 
 - `select`: `tff.federated_select` of row k of a SERVER-placed float32[K, I, d] to client k (what
-  `process.build_collecting_round_process` uses for the per-client output);
+  `process.build_collecting_round_process` used for the per-client values until it took them as a
+  CLIENTS-placed input, which holds no SERVER-placed [K, I, d] in the worker);
 - `return`: a round that returns the K tables CLIENTS-placed to this process (what the collecting
   round does with the uploads);
 - `aggregate`: collecting the K tables into one SERVER-placed float32[K, I, d] inside the

@@ -484,7 +484,7 @@ def check_algorithm_flags() -> None:
 
 def check_process_flags(process) -> None:
   """Flags that need something of the built process (before any TFF worker starts): a server-side
-  item table for --track_similarity, a round that can be split for client sampling and shards."""
+  item table for --track_similarity, a round that can run on a sample of the clients."""
   name = _ALGORITHM.value
   if _TRACK_SIMILARITY.value and process.item_embeddings is None:
     raise app.UsageError(f'--track_similarity needs an item table the server can form; --algorithm={name} '
@@ -493,9 +493,6 @@ def check_process_flags(process) -> None:
   if _CLIENT_FRACTION.value < 1 and collects:
     raise app.UsageError(f'--client_fraction: --algorithm={name} builds its round from every client\'s '
                          f'upload (its client graph); it runs with all clients, not {_CLIENT_FRACTION.value}')
-  if client_shards() > 1 and collects:
-    raise app.UsageError(f'--client_shards and --workers: the round of --algorithm={name} collects every '
-                         'client\'s upload and runs as one computation on one worker')
 
 
 def privacy_summary(summary: dict) -> dict:
@@ -567,7 +564,7 @@ def main(argv):
         progress=_PROGRESS.value, checkpoint_every=_CHECKPOINT_EVERY.value, resume=_RESUME.value,
         tensorboard=_TENSORBOARD.value, client_fraction=_CLIENT_FRACTION.value,
         track_similarity=_TRACK_SIMILARITY.value, client_shards=client_shards(),
-        keep_best_client_states=_ATTACK.value,  # the attack replays the best round's uploads
+        keep_best_states=_ATTACK.value,  # the attack replays the best round's uploads
     )
     try:
       summary = simulation.run_simulation(
@@ -578,6 +575,8 @@ def main(argv):
                          'environment': environment.describe(inputs=inputs)},
           on_finish=finish_summary(process, clients, dataset.num_items), workers=workers,
       )
+    except simulation.StateMismatchError as e:  # --resume of a state this run cannot load
+      _fail(e)
     except execution.WorkerError as e:  # not bad input, but one line too; saved rounds are kept
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)

@@ -76,8 +76,6 @@ def _cases(tmp_path):
       'fewer client shards than workers': (file + ['--client_shards=2', '--workers=3'],
                                            ['--client_shards=2', '3 workers']),
       'a worker address without a port': (file + ['--workers=localhost'], ['--workers', "'localhost'"]),
-      'client shards for GPFedRec': (file + ['--algorithm=gpfedrec', '--client_shards=2'],
-                                     ['--client_shards', '--algorithm=gpfedrec']),
       'similarity tracking without a server table': (file + ['--algorithm=pfedrec', '--track_similarity'],
                                                      ['--track_similarity', '--algorithm=pfedrec']),
   }
@@ -89,7 +87,7 @@ CASES = ['misspelled column', 'missing column', 'empty file', 'no interaction fi
          'cold item ratio of 1', 'client sampling for GPFedRec',
          'client fraction of 0', 'similarity tracking without a server table',
          'more client shards than clients in a round', 'fewer client shards than workers',
-         'a worker address without a port', 'client shards for GPFedRec']
+         'a worker address without a port']
 
 
 @pytest.mark.parametrize('case', CASES)

@@ -79,20 +79,21 @@ class _CountingProcess(ScriptedProcess):
 
 
 @pytest.mark.parametrize('keep', [False, True])
-def test_the_best_rounds_client_states_are_copied_only_when_on_finish_needs_them(tmp_path, keep):
+def test_the_best_rounds_states_are_copied_only_when_on_finish_needs_them(tmp_path, keep):
   seen = {}
 
   def on_finish(summary, best_state, best_client_states):
-    seen.update(round=best_state['round'], states=[s.tolist() for s in best_client_states])
+    seen.update(round=best_state['round'] if keep else best_state,
+                states=[s.tolist() for s in best_client_states])
     return {}
 
   summary = simulation.run_simulation(
       _CountingProcess(good_rounds={2}), split=_split(), clients=[_Client()], output_dir=tmp_path,
       on_finish=on_finish, config=simulation.SimulationConfig(
-          progress=False, k=3, rounds=5, patience=10, keep_best_client_states=keep))
+          progress=False, k=3, rounds=5, patience=10, keep_best_states=keep))
   # The test metrics are round 2's (its scores are kept) whether or not its client states are.
   assert summary['best_round'] == 2 and summary['valid']['ndcg@3'] == pytest.approx(1.0)
-  assert seen == {'round': 2, 'states': [[2.0]] if keep else []}
+  assert seen == {'round': 2, 'states': [[2.0]]} if keep else {'round': [], 'states': []}
 
 
 class _StateLifetimeProcess(_CountingProcess):
@@ -333,6 +334,16 @@ def test_resume_reruns_the_rounds_after_the_saved_state_once_each_in_rounds_csv(
   rounds = pd.read_csv(tmp_path / 'rounds.csv')
   assert rounds['round'].tolist() == list(range(1, 9))
   assert rounds['loss'].tolist() == pytest.approx([1 / r for r in range(1, 9)])
+
+
+def test_resuming_a_state_of_another_structure_names_the_folder_and_overwrite(tmp_path):
+  # Saved without the best round's states (no attack), resumed by a run that keeps them: the saved
+  # structure differs, as for a state written by an earlier version of the loop.
+  _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=2, patience=10, checkpoint_every=1)
+  with pytest.raises(simulation.StateMismatchError,
+                     match=r'program_state holds a program state of another structure.*--overwrite'):
+    _run(tmp_path, ScriptedProcess(good_rounds={1}), rounds=4, patience=10, checkpoint_every=1,
+         resume=True, keep_best_states=True)
 
 
 def test_summary_scores_the_test_items_of_each_popularity_third(tmp_path):

@@ -22,11 +22,11 @@ Releasing round t drops the CSV's rows of rounds >= t, so a resumed run's `round
 run after its last saved state and gains them again as they are rerun. TensorBoard event files are
 appended to: after a resume, the rerun rounds appear twice there (same values).
 
-The best round is kept as its server state and its scores of every user (`float32[U, I]`, what the
-test evaluation reads), not as a copy of every client's private state: with one user per client that
-copy is the size of the whole private state again (FedRAP: 943 x float32[1682, 512], 3.2 GB). A run
-whose `on_finish` needs the best round's client states (the launcher's upload attack) asks for them
-with `keep_best_client_states`.
+The best round is kept as its scores of every user (`float32[U, I]`, what the test evaluation reads),
+not as a copy of its states: with one user per client a copy of the client states is the size of the
+whole private state again (FedRAP: 943 x float32[1682, 512], 3.2 GB), and so is one of GPFedRec's server
+state (its per-client targets). A run whose `on_finish` needs the best round's server and client
+states (the launcher's upload attack) asks for them with `keep_best_states`.
 
 Every `checkpoint_every` rounds the loop's program state (server state, every client's private state,
 the best round's state and scores, the early-stopping bookkeeping and the round history) is saved with TFF's
@@ -83,7 +83,7 @@ class SimulationConfig:
   client_fraction: float = 1.0  # share of the clients sampled to take part in each round
   track_similarity: bool = False  # Fig. 4: item-item similarity change per round (similarity_change.csv)
   client_shards: int = 1  # a round's clients in this many shards, each summed apart (federated.sharding)
-  keep_best_client_states: bool = False  # copy every client's state at the best round, for `on_finish`
+  keep_best_states: bool = False  # copy the server and client states of the best round, for `on_finish`
 
   def __post_init__(self):
     if not 0.0 < self.client_fraction <= 1.0:
@@ -127,9 +127,9 @@ class _Progress:
 
   state: object
   client_states: list
-  best_state: object
   best_scores: np.ndarray  # float32[U, I], every user's scores at the best round
-  best_client_states: list = dataclasses.field(default_factory=list)  # [] unless kept (see the config)
+  best_state: object = dataclasses.field(default_factory=list)  # [] unless kept (see the config)
+  best_client_states: list = dataclasses.field(default_factory=list)  # [] unless kept
   best_ndcg: float = -1.0
   best_round: int = 0
   since_best: int = 0
@@ -154,6 +154,10 @@ class _Progress:
                history=json.loads(history.decode() if isinstance(history, bytes) else history))
 
 
+class StateMismatchError(ValueError):
+  """A saved program state that this run's structure cannot load (`SimulationConfig.resume`)."""
+
+
 class _Checkpoints:
   """Saves and loads the loop's program state with TFF's `FileProgramStateManager` (versions = rounds).
 
@@ -167,7 +171,13 @@ class _Checkpoints:
     self.manager = tff.program.FileProgramStateManager(self.root, keep_total=2, keep_first=False)
 
   def load_latest(self, initial: _Progress) -> tuple[_Progress, int]:
-    saved, version = asyncio.run(self.manager.load_latest(initial.as_program_state()))
+    try:
+      saved, version = asyncio.run(self.manager.load_latest(initial.as_program_state()))
+    except (TypeError, ValueError) as e:  # tf.nest: "don't have the same nested structure"
+      raise StateMismatchError(
+          f'{self.root} holds a program state of another structure than this run\'s (saved by an '
+          f'earlier version of tff-rqfed, or with flags that change the state: {str(e).splitlines()[0]}); '
+          'pass --overwrite to start the run again') from None
     return (initial, 0) if saved is None else (_Progress.from_program_state(saved), version)
 
   def clear(self) -> None:
@@ -273,9 +283,9 @@ def _train_round(process, progress: _Progress, clients, split, config, round_num
     ndcg = valid['correct'][f'ndcg@{config.k}']
     if ndcg > progress.best_ndcg:
       progress.best_ndcg, progress.best_round, progress.since_best = ndcg, round_num, 0
-      progress.best_state = copy.deepcopy(progress.state)
       progress.best_scores = np.asarray(scores, np.float32)
-      if config.keep_best_client_states:
+      if config.keep_best_states:
+        progress.best_state = copy.deepcopy(progress.state)
         progress.best_client_states = copy.deepcopy(progress.client_states)
     elif round_num > config.min_rounds:
       # Patience counts only after min_rounds: RQFedRec's validation dips while lambda warms up.
@@ -284,14 +294,15 @@ def _train_round(process, progress: _Progress, clients, split, config, round_num
   return row
 
 
-def _initial_progress(process, clients, *, num_users: int, keep_best_client_states: bool) -> _Progress:
-  """Round 0: the initial states, also the best so far. Only `_Progress` refers to the client states,
-  so each round's replaced states are freed (one user per client: 3.2 GB for FedRAP on ML-100k)."""
+def _initial_progress(process, clients, *, num_users: int, keep_best_states: bool) -> _Progress:
+  """Round 0: the initial states, also the best so far. Only `_Progress` refers to the states, so each
+  round's replaced states are freed (one user per client: 3.2 GB for FedRAP on ML-100k)."""
   state, client_states = process.initialize(), process.initial_client_states(clients)
   return _Progress(
-      state=state, client_states=client_states, best_state=state,
+      state=state, client_states=client_states,
       best_scores=np.asarray(process.scores(state, client_states, clients, num_users), np.float32),
-      best_client_states=client_states if keep_best_client_states else [])
+      best_state=state if keep_best_states else [],
+      best_client_states=client_states if keep_best_states else [])
 
 
 def run_simulation(
@@ -310,8 +321,8 @@ def run_simulation(
   """Trains `process` on `clients`, early-stops on validation, writes and returns the summary.
 
   `on_finish(summary, best_state, best_client_states) -> dict`, if given, adds its entries to the
-  summary before it is written (the launcher's privacy accounting and attack); `best_client_states`
-  is `[]` unless `config.keep_best_client_states`.
+  summary before it is written (the launcher's privacy accounting and attack); `best_state` and
+  `best_client_states` are `[]` unless `config.keep_best_states`.
 
   With `config.resume`, training continues from the last program state saved in `output_dir` (every
   `config.checkpoint_every` rounds); the result is that of an uninterrupted run.
@@ -323,7 +334,7 @@ def run_simulation(
   output_dir.mkdir(parents=True, exist_ok=True)
   checkpoints = _Checkpoints(output_dir, config.checkpoint_every)
   progress = _initial_progress(process, clients, num_users=split.num_users,
-                              keep_best_client_states=config.keep_best_client_states)
+                              keep_best_states=config.keep_best_states)
   resumed_from = 0
   if config.resume:
     progress, resumed_from = checkpoints.load_latest(progress)

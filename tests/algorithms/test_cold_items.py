@@ -44,8 +44,8 @@ def _client_payload(process, state):
   payload = process.payload(state)
   if process.collect is None:
     return payload
-  # a collecting round's client gets the broadcast and its own row of the per-client output
-  return collections.OrderedDict(shared=payload['shared'], own=np.asarray(payload['per_client'])[0])
+  # a collecting round's client gets the broadcast and its own value (client 0's)
+  return collections.OrderedDict(shared=payload, own=np.asarray(state[process_lib.CLIENT_MESSAGES][0]))
 
 
 @pytest.mark.parametrize('name', sorted(BUILDERS))

@@ -68,73 +68,110 @@ def test_relation_graph_and_message_passing_follow_the_released_utils(similarity
   tables = (base + rng.normal(scale=[[[0.2]], [[0.3]], [[2.0]], [[0.1]], [[3.0]], [[0.5]]],
                               size=(6, 5, 3))).astype(np.float32)
   want = _numpy_graph(tables, similarity, threshold)
-  got = gpfedrec.relation_graph(tables, similarity=similarity, threshold=threshold).numpy()
+  got = gpfedrec.relation_graph(tables, similarity=similarity, threshold=threshold)
   np.testing.assert_allclose(got, want, atol=1e-6)
   np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
-  targets, global_items = gpfedrec.graph_targets(tables, got, layers=2)
+  targets = tables.copy()
+  global_items = gpfedrec.graph_targets(targets, got, layers=2)  # in place
   flat = tables.reshape(6, -1)
-  np.testing.assert_allclose(targets.numpy().reshape(6, -1), want @ (want @ flat), rtol=1e-5,
-                             atol=1e-5)
-  np.testing.assert_allclose(global_items.numpy(), targets.numpy().mean(axis=0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(targets.reshape(6, -1), want @ (want @ flat), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(global_items, targets.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_graph_targets_propagate_block_by_block_in_place(monkeypatch):
+  rng = np.random.default_rng(3)
+  tables = rng.normal(size=(5, 7, 3)).astype(np.float32)
+  graph = gpfedrec.relation_graph(tables, similarity='cosine', threshold=0.5)
+  monkeypatch.setattr(gpfedrec, 'PROPAGATION_BLOCK', 4)  # 21 columns: blocks of 4, 4, ..., 1
+  targets = tables.copy()
+  gpfedrec.graph_targets(targets, graph, layers=3)
+  flat = tables.reshape(5, -1).astype(np.float64)
+  np.testing.assert_allclose(targets.reshape(5, -1), graph @ graph @ graph @ flat, rtol=1e-5,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match='in place'):
+    gpfedrec.graph_targets(tables[:, ::2], graph, layers=1)  # not one contiguous array
 
 
 def test_graph_differs_between_the_paper_similarity_and_the_released_distance():
   rng = np.random.default_rng(1)
   tables = rng.normal(size=(6, 5, 3)).astype(np.float32)
-  cosine = gpfedrec.relation_graph(tables, similarity='cosine', threshold=1.0).numpy()
-  distance = gpfedrec.relation_graph(tables, similarity='released_distance', threshold=1.0).numpy()
+  cosine = gpfedrec.relation_graph(tables, similarity='cosine', threshold=1.0)
+  distance = gpfedrec.relation_graph(tables, similarity='released_distance', threshold=1.0)
   assert np.all(np.diag(cosine) > 0)  # a client is its own most similar neighbour
   assert np.all(np.diag(distance) == 0)  # its distance to itself is 0: never above the mean
   assert not np.allclose(cosine, distance)
 
 
-def test_each_client_is_sent_its_own_target_and_the_server_keeps_every_upload(
+def _as_tensors(value):
+  return tf.nest.map_structure(tf.constant, value)
+
+
+def test_each_client_is_sent_its_own_target_and_the_server_builds_the_next_ones_from_every_upload(
     tff_context, planted_problem, gpfedrec_run):
   _, clients = planted_problem
   process, (state, client_states, _) = gpfedrec_run
-  strong = build(reg=1e4)  # the regulariser dominates: a client's table moves toward its own R_k
-  payload = strong.payload(state)
-  targets = np.asarray(payload['per_client'])
+  targets = np.asarray(state[process_lib.CLIENT_MESSAGES])
   assert targets.shape == (NUM_CLIENTS, NUM_ITEMS, D)
   assert not np.allclose(targets[0], targets[-1])  # the two communities' clients get different R_k
-  np.testing.assert_allclose(np.asarray(payload['shared']), targets.mean(axis=0), rtol=1e-5,
-                             atol=1e-7)
+  np.testing.assert_allclose(state['global_items'], targets.mean(axis=0), rtol=1e-5, atol=1e-7)
+  strong = build(reg=1e4)  # the regulariser dominates: a client's table moves toward its own R_k
+  shared = np.asarray(strong.payload(state))
+  np.testing.assert_array_equal(shared, state['global_items'])
   data = process_lib.client_data_values(clients, seed=0, round_num=ROUNDS + 1)
-  next_state, _, _ = strong.next(state, client_states, data, round_num=ROUNDS + 1)
-  uploads = np.asarray(next_state['client_tables'])
+  next_state, next_client_states, _ = strong.next(state, client_states, data, round_num=ROUNDS + 1)
+  # The same client work outside TFF, each client given its own target: the round's uploads.
   client_fn = tf.function(strong.client_fn)
+  outputs = [client_fn(collections.OrderedDict(shared=shared, own=targets[k]),
+                       _as_tensors(client_states[k]), dict(data[k])) for k in range(NUM_CLIENTS)]
   for k in (0, 5):
-    own = collections.OrderedDict(shared=payload['shared'], own=targets[k])
-    want = client_fn(own, tf.constant(client_states[k]), dict(data[k]))
-    np.testing.assert_allclose(uploads[k], want.upload.numpy(), rtol=1e-4, atol=1e-5)
-    wrong = client_fn(collections.OrderedDict(shared=payload['shared'], own=targets[7 - k]),
-                      tf.constant(client_states[k]), dict(data[k]))
-    assert np.abs(uploads[k] - wrong.upload.numpy()).max() > 1e-3
+    np.testing.assert_allclose(next_client_states[k]['item_logits'],
+                               outputs[k].client_state['item_logits'].numpy(), rtol=1e-4, atol=1e-5)
+    wrong = client_fn(collections.OrderedDict(shared=shared, own=targets[7 - k]),
+                      _as_tensors(client_states[k]), dict(data[k]))
+    assert np.abs(outputs[k].upload.numpy() - wrong.upload.numpy()).max() > 1e-3
+  uploads = np.stack([o.upload.numpy() for o in outputs])
+  graph = _numpy_graph(uploads, 'cosine', gpfedrec.DEFAULT_THRESHOLD)
+  want_targets = (graph @ uploads.reshape(NUM_CLIENTS, -1)).reshape(uploads.shape)
+  np.testing.assert_allclose(next_state[process_lib.CLIENT_MESSAGES], want_targets, rtol=1e-3,
+                             atol=1e-5)
+  np.testing.assert_allclose(next_state['global_items'], want_targets.mean(axis=0), rtol=1e-3,
+                             atol=1e-5)
   assert int(next_state['round_num']) == ROUNDS + 1
+  # Each user's logits are its own MLP over the table its client trained and uploaded.
+  user, k, row = 13, 3, 1  # client 3 holds users 12-15
+  assert clients[k].user_ids[row] == user
+  params = outputs[k].client_state['personal'].numpy()[row]
+  np.testing.assert_allclose(next_client_states[k]['item_logits'][row],
+                             _numpy_mlp(params, uploads[k]), rtol=1e-4, atol=1e-5)
   communication = strong.communication
   assert (communication['download'], communication['upload']) == (2 * NUM_ITEMS * D, NUM_ITEMS * D)
 
 
-def test_every_client_starts_from_the_same_initial_table(tff_context):
-  state = build(seed=3, init_scale=0.1).initialize()
+def test_every_client_starts_from_the_same_initial_table(tff_context, planted_problem):
+  _, clients = planted_problem
+  process = build(seed=3, init_scale=0.1)
+  state = process.initialize()
   want = cw.initial_item_embeddings(NUM_ITEMS, embedding_dim=D, init_scale=0.1, seed=3)
-  tables = np.asarray(state['client_tables'])
-  assert tables.shape == (NUM_CLIENTS, NUM_ITEMS, D)
-  for table in tables:  # tiled inside the computation (no K-fold graph constant), same values
+  np.testing.assert_array_equal(state['global_items'], want)
+  targets = state[process_lib.CLIENT_MESSAGES]
+  assert targets.shape == (NUM_CLIENTS, NUM_ITEMS, D)
+  for table in targets:  # views of one table, not K copies
     np.testing.assert_array_equal(table, want)
   assert int(state['round_num']) == 0
+  personal = gpfedrec_model.initial_personal(clients[2].user_ids, embedding_dim=D,
+                                             hidden_units=HIDDEN, init_scale=0.1, seed=3)
+  first = process.initial_client_states(clients)[2]
+  np.testing.assert_array_equal(first['personal'], personal)
+  np.testing.assert_allclose(first['item_logits'][0], _numpy_mlp(personal[0], want), rtol=1e-4,
+                             atol=1e-5)
 
 
-def test_gpfedrec_scores_each_user_with_its_mlp_and_its_clients_last_table(planted_problem,
-                                                                          gpfedrec_run):
+def test_gpfedrec_scores_each_user_with_its_clients_logits(planted_problem, gpfedrec_run):
   _, clients = planted_problem
   process, (state, client_states, _) = gpfedrec_run
   scores = process.scores(state, client_states, clients, NUM_USERS)
-  user, k, row = 13, 3, 1  # client 3 holds users 12-15
-  assert clients[k].user_ids[row] == user
-  params = np.asarray(client_states[k])[row]
-  table = np.asarray(state['client_tables'])[k]
-  np.testing.assert_allclose(scores[user], _numpy_mlp(params, table), rtol=1e-4, atol=1e-5)
+  for client, client_state in zip(clients, client_states):
+    np.testing.assert_array_equal(scores[client.user_ids], client_state['item_logits'])
 
 
 def _numpy_mlp(params, items):
@@ -180,3 +217,22 @@ def test_initial_personal_depends_on_the_user_not_the_partition():
 def test_build_gpfedrec_refuses_bad_options_naming_them(option, value, message):
   with pytest.raises(ValueError, match=message):
     build(**{option: value})
+
+
+def test_a_run_over_client_shards_resumes_to_the_uninterrupted_runs_metrics(tmp_path, tff_context,
+                                                                            planted_problem):
+  # The server program's per-client targets (float32[K, I, d]) are saved with the program state.
+  from tff_rqfed import simulation
+  split, clients = planted_problem
+
+  def run(folder, rounds, resume=False):
+    return simulation.run_simulation(
+        build(seed=0), split=split, clients=clients, output_dir=tmp_path / folder,
+        config=simulation.SimulationConfig(rounds=rounds, patience=10, checkpoint_every=2,
+                                           client_shards=3, progress=False, resume=resume))
+
+  whole = run('whole', rounds=4)
+  run('resumed', rounds=2)
+  resumed = run('resumed', rounds=4, resume=True)
+  assert resumed['resumed_from_round'] == 2 and resumed['rounds_run'] == whole['rounds_run'] == 4
+  assert resumed['test'] == whole['test'] and resumed['valid'] == whole['valid']

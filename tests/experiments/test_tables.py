@@ -38,10 +38,10 @@ def test_table3_runs_one_user_per_client_in_its_own_folder():
   assert [c.name for c in plan] == ['per_user/pfedrec-s0', 'per_user/gpfedrec-s0', 'per_user/fedrap-s0',
                                     'per_user/fedmf-s0', 'per_user/rqfedrec-s0']
   assert all(c.flag_dict['partition'] == 'per_user' for c in plan)
-  # Shards bound the worker's memory (FedRAP's clients train three tables: more, smaller shards);
-  # GPFedRec's round gathers every upload and runs unsharded.
+  # Shards bound the worker's memory (FedRAP's clients train three tables, GPFedRec's shards move a
+  # table in and out per client: more, smaller shards).
   assert {c.name: c.flag_dict.get('client_shards') for c in plan} == {
-      'per_user/pfedrec-s0': 8, 'per_user/gpfedrec-s0': None, 'per_user/fedrap-s0': 32,
+      'per_user/pfedrec-s0': 8, 'per_user/gpfedrec-s0': 32, 'per_user/fedrap-s0': 32,
       'per_user/fedmf-s0': 8, 'per_user/rqfedrec-s0': 8}
 
 

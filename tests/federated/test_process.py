@@ -175,11 +175,10 @@ SERVER_ALLOW_LIST = {
          **{f'shared/dense/{k}': f'float32[{",".join(map(str, shape))}]'
             for k, shape in enumerate(ncf.dense_shapes(D, fedncf.DEFAULT_HIDDEN_UNITS))},
          'round_num': 'int32'}, ['loss']),
-    # GPFedRec's server keeps every client's last uploaded table (the released server does too); the
-    # users' embeddings and MLPs stay on the clients.
+    # GPFedRec's TFF server state is the global table; each client's target R_k enters the round
+    # CLIENTS-placed, and the users' embeddings, MLPs and logits stay on the clients.
     'gpfedrec': _state_and_metrics(
-        {'client_tables': f'float32[{NUM_CLIENTS},{NUM_ITEMS},{D}]', 'round_num': 'int32'},
-        ['loss', 'bce']),
+        {'global_items': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss', 'bce']),
     'fedrap': _state_and_metrics(
         {'item_commonality': f'float32[{NUM_ITEMS},{D}]', 'round_num': 'int32'}, ['loss', 'bce']),
     'mf_local': _state_and_metrics({'round_num': 'int32'}, ['loss']),
@@ -235,18 +234,20 @@ def test_server_placed_values_are_exactly_the_allow_listed_shared_state_and_metr
   signature = processes[name].round_type_signature
   assert _server_leaves(signature) == SERVER_ALLOW_LIST[name]
   params, result = signature.parameter, signature.result
-  assert [p.placement for p in params] == [tff.SERVER, tff.CLIENTS, tff.CLIENTS]
   assert [r.placement for r in result][:3] == [tff.SERVER, tff.CLIENTS, tff.SERVER]
   if processes[name].collect is None:
+    assert [p.placement for p in params] == [tff.SERVER, tff.CLIENTS, tff.CLIENTS]
     assert len(result) == 3
-  else:  # every client's upload goes to the server's program logic, and nothing else
+  else:  # each client's own value comes in at CLIENTS; every upload goes to the program logic
+    assert [p.placement for p in params] == [tff.SERVER, tff.CLIENTS, tff.CLIENTS, tff.CLIENTS]
+    assert params[3].member == processes[name].broadcast_type.own
     assert len(result) == 4 and result[3].placement is tff.CLIENTS
     assert result[3].member == processes[name].upload_type
   client_state = _leaves(result[1].member, '')  # a user table: one row per user of the client
   assert params[1] == result[1] and any(t.startswith('float32[?,') for t in client_state.values())
 
 
-@pytest.mark.parametrize('name', sorted(set(SERVER_ALLOW_LIST) - {'gpfedrec'}))
+@pytest.mark.parametrize('name', sorted(SERVER_ALLOW_LIST))
 def test_a_client_shard_places_only_the_state_and_sums_of_uploads_and_metrics_at_the_server(processes, name):
   # The sharded round (federated.sharding) returns each shard's sums at SERVER instead of the mean:
   # the same uploads and metrics, weighted and added; nothing else may appear there.
@@ -258,7 +259,7 @@ def test_a_client_shard_places_only_the_state_and_sums_of_uploads_and_metrics_at
   expected = {f'/state{k}': v for k, v in state.items()}
   expected.update({f'/0/metrics{k}': v for k, v in metrics.items()})
   expected['/0/metrics_weight'] = 'float32'
-  if process.upload_type is not None:
+  if process.upload_type is not None and process.collect is None:  # a collecting shard: test_sharding
     expected.update(_leaves(process.upload_type, '/0/upload'))
     expected['/0/upload_weight'] = 'float32'
   assert _server_leaves(signature) == expected

@@ -31,6 +31,9 @@ BUILDERS = {
                                                   seed=0),
     'mf_local': lambda text: mf_local.build_mf_local(num_items=NUM_ITEMS, embedding_dim=D, training=TRAINING,
                                                      seed=0),
+    # a collecting round: each shard takes its clients' own targets and returns their uploads
+    'gpfedrec': lambda text: gpfedrec.build_gpfedrec(num_items=NUM_ITEMS, num_clients=8, embedding_dim=D,
+                                                     training=TRAINING, seed=0),
 }
 ROUNDS = 4
 
@@ -125,7 +128,8 @@ def local_workers(tff_context):
       worker.wait()
 
 
-@pytest.mark.parametrize('name, count', [('fedmf', 2), ('fedmf', 3), ('rqfedrec', 2), ('rqfedrec', 3)])
+@pytest.mark.parametrize('name, count', [('fedmf', 2), ('fedmf', 3), ('rqfedrec', 2), ('rqfedrec', 3),
+                                         ('gpfedrec', 2)])
 def test_shards_on_several_workers_give_exactly_the_results_of_one_worker(planted_problem, planted_text,
                                                                          local_workers, name, count):
   _, clients = planted_problem
@@ -145,11 +149,11 @@ def test_workers_get_at_least_one_shard_each(planted_problem, planted_text, loca
   assert _run(process, clients, workers=local_workers(2))[2] == _run(process, clients, shards=2)[2]
 
 
-def test_a_round_that_collects_every_upload_refuses_shards(tff_context, planted_problem):
-  _, clients = planted_problem
-  process = gpfedrec.build_gpfedrec(num_items=NUM_ITEMS, num_clients=len(clients), embedding_dim=D,
-                                    training=TRAINING, seed=0)
-  data = process_lib.client_data_values(clients, seed=0, round_num=1)
-  with pytest.raises(ValueError, match='collects every client'):
-    process.next(process.initialize(), process.initial_client_states(clients), data, round_num=1,
-                 shards=2)
+def test_a_collecting_shard_places_only_the_state_and_the_metric_sums_at_the_server(planted_text):
+  signature = BUILDERS['gpfedrec'](planted_text).sharded_round.shard_computation.type_signature
+  assert [p.placement for p in signature.parameter] == [tff.SERVER] + [tff.CLIENTS] * 3
+  sums, client_states, uploads = signature.result
+  assert sums.placement is tff.SERVER and [name for name, _ in tff.structure.iter_elements(
+      sums.member)] == [sharding.METRICS, sharding.METRICS_WEIGHT]
+  assert client_states.placement is tff.CLIENTS and uploads.placement is tff.CLIENTS
+  assert uploads.member == tff.TensorType(np.float32, [NUM_ITEMS, D])

@@ -18,12 +18,16 @@ DISTANCE 1 - cos, used as if it were a similarity (neighbours are the clients ab
 so the least similar ones). `similarity='cosine'` (the default) is the paper's cosine similarity;
 `similarity='released_distance'` keeps the released behaviour.
 
-The TFF round (`process.build_collecting_round_process`): the server state holds every client's last
-upload `client_tables: float32[K, I, d]` (the released server keeps them too); the server computation
-builds the graph, R and the global table; the global table is broadcast and R_k reaches client k
-through `tff.federated_select`; the uploads return CLIENTS-placed and the server's program logic stacks
-them into the next state (`collect`), because TFF 0.87 has no aggregation that keeps 100 uploaded
-tables apart at a usable cost (see that function).
+The TFF round (`process.build_collecting_round_process`): the global table is broadcast, and R_k
+reaches client k as the round's CLIENTS-placed `messages` (row k of the server program's
+`client_messages: float32[K, I, d]`); the uploads return CLIENTS-placed, and the server's program logic
+(`collect`, between rounds, in NumPy) builds the graph from them, R and the next global table. So the K
+tables never form one SERVER-placed tensor in the TFF worker: with one user per client on ML-100k
+(K = 943, d = 512) each such copy is 3.2 GB. `collect` copies the uploads into one buffer, freeing
+each as it goes, and propagates over the graph in place, column block by column block (R = G E mixes
+rows only), so the server program holds two such copies at its peak (the previous round's R and the
+new one). Each client keeps its users' logits over all items with the table it trained
+(`item_logits`, as `pfedrec` does): evaluation needs the trained tables only through them.
 
 Adaptations to our protocol (each one for the same footing as FedMF and RQFedRec):
 - Clients: 100 clients of several users each; each user keeps its own embedding and MLP inside the
@@ -45,6 +49,8 @@ Adaptations to our protocol (each one for the same footing as FedMF and RQFedRec
   batch 256). The reported `loss` is BCE + reg * MSE, `bce` the BCE alone.
 - Initialisation: item table and user embeddings N(0, init_scale^2); MLP layers torch's Linear default.
   In round 1 every R_k and the global table are the initial table (the released code's round 0).
+- Evaluation: each user's logits with the table its client trained in the last round, kept by the
+  client (the released `fed_evaluate` scores with the client's stored table).
 - Every client takes part in every round (the released default `clients_sample_ratio` = 1). The
   released `dp` option (Laplace noise on the uploads, 0 by default) is not implemented.
 - Communication per client per round: the global table and R_k down (2 I d), E_k up (I d).
@@ -71,64 +77,76 @@ DEFAULT_LAYERS = 1  # train.py --mp_layers
 SIMILARITIES = ('cosine', 'released_distance')
 
 
-def relation_graph(tables, *, similarity: str, threshold: float):
-  """float32[K, K] row-normalised client graph from `tables: float32[K, I, d]` (see module docstring).
+def cosine_similarity(flat_tables: np.ndarray) -> np.ndarray:
+  """float64[K, K] cosine similarity of the rows of `flat_tables: float32[K, n]` (one Gram product, no
+  normalised copy of the tables)."""
+  gram = (flat_tables @ flat_tables.T).astype(np.float64)
+  norms = np.sqrt(np.maximum(np.diag(gram), 1e-30))
+  return gram / np.outer(norms, norms)
+
+
+def relation_graph(tables: np.ndarray, *, similarity: str, threshold: float) -> np.ndarray:
+  """float32[K, K] row-normalised client graph from `tables: float32[K, ...]` (see module docstring).
 
   Client j is a neighbour of k when sim(k, j) > threshold * mean(sim); each neighbour weighs
   1 / (k's number of neighbours); a client with none keeps itself with weight 1.
   """
-  flat = tf.reshape(tables, [tf.shape(tables)[0], -1])
-  unit = tf.math.l2_normalize(flat, axis=1)
-  cosine = tf.matmul(unit, unit, transpose_b=True)
-  scores = cosine if similarity == 'cosine' else tf.maximum(1.0 - cosine, 0.0)
-  above = tf.cast(scores > threshold * tf.reduce_mean(scores), tf.float32)
-  count = tf.reduce_sum(above, axis=1, keepdims=True)
-  alone = tf.eye(tf.shape(scores)[0]) * tf.cast(count == 0, tf.float32)
-  return above / tf.maximum(count, 1.0) + alone
+  cosine = cosine_similarity(tables.reshape(len(tables), -1))
+  scores = cosine if similarity == 'cosine' else np.maximum(1.0 - cosine, 0.0)
+  above = (scores > threshold * scores.mean()).astype(np.float64)
+  count = above.sum(axis=1, keepdims=True)
+  alone = np.eye(len(scores)) * (count == 0)
+  return (above / np.maximum(count, 1.0) + alone).astype(np.float32)
 
 
-def graph_targets(tables, graph, *, layers: int):
-  """(R: float32[K, I, d] = graph^layers tables, global: float32[I, d] = mean_k R_k)."""
-  flat = tf.reshape(tables, [tf.shape(tables)[0], -1])
-  for _ in range(layers):
-    flat = tf.matmul(graph, flat)
-  targets = tf.reshape(flat, tf.shape(tables))
-  return targets, tf.reduce_mean(targets, axis=0)
+PROPAGATION_BLOCK = 1 << 16  # columns of the flattened tables propagated at a time
 
 
-def client_update(payload, personal, data, *, training: cw.LocalTraining,
+def graph_targets(tables: np.ndarray, graph: np.ndarray, *, layers: int) -> np.ndarray:
+  """R = graph^layers tables, written over `tables: float32[K, ...]` (a writable array), block of
+  columns by block (R mixes rows only, so a block of K x 65,536 values is the only extra memory);
+  returns the global table mean_k R_k: float32[...]."""
+  flat = tables.reshape(len(tables), -1)
+  if not np.shares_memory(flat, tables):
+    raise ValueError('graph_targets propagates in place: tables must be one contiguous array')
+  for start in range(0, flat.shape[1], PROPAGATION_BLOCK):
+    block = flat[:, start:start + PROPAGATION_BLOCK]
+    for _ in range(layers):
+      block = graph @ block
+    flat[:, start:start + PROPAGATION_BLOCK] = block
+  return tables.mean(axis=0)
+
+
+def client_update(payload, client_state, data, *, training: cw.LocalTraining,
                   hidden_units: tuple[int, ...], reg: float):
   """One GPFedRec client round: train from the global table toward R_k; upload the trained table.
 
   Args:
     payload: OrderedDict(shared=float32[I, d] the global table, own=float32[I, d] R_k).
-    personal: float32[U_k, P] the private user embeddings and MLPs (`gpfedrec_model`).
+    client_state: OrderedDict(personal=float32[U_k, P] the private user embeddings and MLPs
+      (`gpfedrec_model`), item_logits=float32[U_k, I] their logits with the client's last table).
     data: the client's positives and seed (`process.client_data_type`).
   """
+  d = payload['shared'].shape[1]
   personal, items, loss, bce = gpfedrec_model.train_local(
-      personal, payload['shared'], payload['own'], data['local_users'], data['items'], data['seed'],
-      hidden_units=hidden_units, reg=reg, epochs=training.epochs, batch_size=training.batch_size,
-      num_negatives=training.num_negatives, learning_rate=training.learning_rate,
-      weight_decay=training.weight_decay, excluded_items=data['excluded_items'])
-  return process.ClientOutput(upload=items, weight=cw.example_weight(data), client_state=personal,
-                              metrics=cw.metrics(loss=loss, bce=bce))
+      client_state['personal'], payload['shared'], payload['own'], data['local_users'], data['items'],
+      data['seed'], hidden_units=hidden_units, reg=reg, epochs=training.epochs,
+      batch_size=training.batch_size, num_negatives=training.num_negatives,
+      learning_rate=training.learning_rate, weight_decay=training.weight_decay,
+      excluded_items=data['excluded_items'])
+  logits = gpfedrec_model.item_logits(personal, items, embedding_dim=d, hidden_units=hidden_units)
+  return process.ClientOutput(
+      upload=items, weight=cw.example_weight(data),
+      client_state=collections.OrderedDict(personal=personal, item_logits=logits),
+      metrics=cw.metrics(loss=loss, bce=bce))
 
 
-def personal_scores(personal_tables, item_tables, clients, num_users: int, *, embedding_dim: int,
-                    hidden_units: tuple[int, ...]) -> np.ndarray:
-  """float32[U, I] logits of every user with its own parameters and its client's last table."""
-  num_items = item_tables.shape[1]
-
-  @tf.function(input_signature=[tf.TensorSpec([1, None], tf.float32),
-                                tf.TensorSpec([None, embedding_dim], tf.float32)])
-  def user_logits(personal_row, table):
-    return gpfedrec_model.logits(personal_row, tf.zeros([tf.shape(table)[0]], tf.int32), table,
-                                 embedding_dim=embedding_dim, hidden_units=hidden_units)
-
+def personal_scores(client_states, clients, num_users: int, num_items: int) -> np.ndarray:
+  """float32[U, I] logits of every user with its own parameters and its client's last trained table
+  (the clients' `item_logits`)."""
   result = np.zeros((num_users, num_items), np.float32)
-  for personal, table, client in zip(personal_tables, item_tables, clients):
-    for row, user in enumerate(client.user_ids):
-      result[user] = user_logits(np.asarray(personal)[row:row + 1], table).numpy()
+  for client_state, client in zip(client_states, clients):
+    result[client.user_ids] = np.asarray(client_state['item_logits'])
   return result
 
 
@@ -177,43 +195,55 @@ def build_gpfedrec(
             similarity)
   d = embedding_dim
   item_type = tff.TensorType(np.float32, [num_items, d])
-  tables_type = tff.TensorType(np.float32, [num_clients, num_items, d])
-  personal_type = tff.TensorType(np.float32, [None, gpfedrec_model.personal_size(d, hidden_units)])
+  personal_size = gpfedrec_model.personal_size(d, hidden_units)
+  client_state_type = tff.types.to_type(collections.OrderedDict(
+      personal=tff.TensorType(np.float32, [None, personal_size]),
+      item_logits=tff.TensorType(np.float32, [None, num_items])))
   state_type = tff.types.to_type(collections.OrderedDict(
-      client_tables=tables_type, round_num=tff.TensorType(np.int32)))
+      global_items=item_type, round_num=tff.TensorType(np.int32)))
 
   @tff.tensorflow.computation(state_type)
   def server_payload(state):
-    graph = relation_graph(state['client_tables'], similarity=similarity, threshold=threshold)
-    targets, global_items = graph_targets(state['client_tables'], graph, layers=layers)
-    return collections.OrderedDict(shared=global_items, per_client=targets)
+    return state['global_items']
 
   def collect(state, uploads):
     if len(uploads) != num_clients:
       raise ValueError(f'GPFedRec was built for {num_clients} clients, the round had {len(uploads)}')
-    return collections.OrderedDict(client_tables=np.stack([np.asarray(u) for u in uploads]),
-                                   round_num=np.int32(state['round_num'] + 1))
+    tables = np.empty((num_clients, num_items, d), np.float32)
+    for k in range(num_clients):
+      tables[k], uploads[k] = uploads[k], None
+    graph = relation_graph(tables, similarity=similarity, threshold=threshold)
+    global_items = graph_targets(tables, graph, layers=layers)
+    return collections.OrderedDict([('global_items', global_items),
+                                    ('round_num', np.int32(state['round_num'] + 1)),
+                                    (process.CLIENT_MESSAGES, tables)])
 
   initial_items = cw.initial_item_embeddings(num_items, embedding_dim=d, init_scale=init_scale,
                                              seed=seed)
-  # Every client starts from the same table: tiled inside the computation, because the K copies exceed
-  # TensorFlow's 2 GB graph-constant limit on Toys and Book (16,454 and 9,332 items, 100 clients).
-  initial_state = collections.OrderedDict(
-      client_tables=lambda: tf.tile(tf.constant(initial_items)[tf.newaxis], [num_clients, 1, 1]),
-      round_num=np.int32(0))
+  initial_state = collections.OrderedDict(global_items=initial_items, round_num=np.int32(0))
+  logits_fn = tf.function(
+      functools.partial(gpfedrec_model.item_logits, embedding_dim=d, hidden_units=hidden_units),
+      input_signature=[tf.TensorSpec([None, personal_size], tf.float32),
+                       tf.TensorSpec([num_items, d], tf.float32)])
 
   def initial_client_states(clients):
-    return [gpfedrec_model.initial_personal(client.user_ids, embedding_dim=d,
-                                            hidden_units=hidden_units, init_scale=init_scale,
-                                            seed=seed) for client in clients]
+    states = []
+    for client in clients:
+      personal = gpfedrec_model.initial_personal(client.user_ids, embedding_dim=d,
+                                                 hidden_units=hidden_units, init_scale=init_scale,
+                                                 seed=seed)
+      states.append(collections.OrderedDict(
+          personal=personal, item_logits=logits_fn(personal, initial_items).numpy()))
+    return states
 
   def scores(state, client_states, clients, num_users):
-    return personal_scores(client_states, np.asarray(state['client_tables']), clients, num_users,
-                           embedding_dim=d, hidden_units=hidden_units)
+    return personal_scores(client_states, clients, num_users, num_items)
 
   return process.build_collecting_recommender_process(
       name='gpfedrec', initial_state=initial_state, server_state_type=state_type,
-      client_state_type=personal_type, server_payload=server_payload, num_clients=num_clients,
+      client_state_type=client_state_type, server_payload=server_payload, message_type=item_type,
+      # every client's R_k is the initial table in round 1: K views of one array
+      initial_messages=lambda: np.broadcast_to(initial_items, (num_clients, num_items, d)),
       client_fn=functools.partial(client_update, training=training, hidden_units=hidden_units,
                                   reg=float(reg)),
       collect=collect, initial_client_states=initial_client_states, scores=scores)

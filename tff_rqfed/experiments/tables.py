@@ -26,6 +26,7 @@ from tff_rqfed.experiments.cells import Cell
 METRICS = ('recall@10', 'mrr@10', 'ndcg@10')
 PER_USER_SHARDS = 8  # Table 3's client shards (see SPECS['table3'])
 FEDRAP_PER_USER_SHARDS = 32  # FedRAP's, whose clients each train three I x d tables (see SPECS['table3'])
+GPFEDREC_PER_USER_SHARDS = 32  # GPFedRec's, whose shards also carry each client's target R_k in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +67,14 @@ SPECS: dict[str, dict] = {
         _row('FedNCF', 'fedncf'), _row('PFedRec', 'pfedrec'), _row('GPFedRec', 'gpfedrec'),
         _row('FedRAP', 'fedrap'), _row('FedCIA', 'fedcia'), _row('RQFedRec', 'rqfedrec'))},
     # One user per client: 943 uploads a round. Summed in 8 shards (federated.sharding), FedMF's worker
-    # peaks at 1.7 GiB instead of 9.9 (README, "Seconds per round"); GPFedRec's round gathers every
-    # upload for its client graph and cannot be sharded. FedRAP's client trains D, C and a copy of C
+    # peaks at 1.7 GiB instead of 9.9 (README, "Seconds per round"). GPFedRec's shards also take each
+    # client's target R_k in and return every upload for the server's graph (1,682 x 512 each way a
+    # client). FedRAP's client trains D, C and a copy of C
     # (I x d each, with Adam moments): with 118 clients a shard its worker peaked at 9.0 GB, with 30 at
     # 5.2 GB (ML-100k, d = 512; docs/RESULTS.md, Table 3).
     'table3': {'title': 'Table 3: one user per client', 'subdir': 'per_user', 'rows': (
         _row('PFedRec', 'pfedrec', partition='per_user', client_shards=PER_USER_SHARDS),
-        _row('GPFedRec', 'gpfedrec', partition='per_user'),
+        _row('GPFedRec', 'gpfedrec', partition='per_user', client_shards=GPFEDREC_PER_USER_SHARDS),
         _row('FedRAP', 'fedrap', partition='per_user', client_shards=FEDRAP_PER_USER_SHARDS),
         _row('FedMF', 'fedmf', partition='per_user', client_shards=PER_USER_SHARDS),
         _row('RQFedRec', 'rqfedrec', partition='per_user', client_shards=PER_USER_SHARDS))},

@@ -189,14 +189,15 @@ def _round_without_upload(server_state_type, client_state_type, server_payload, 
 
 def own_value_computation(client_fn: Callable, shared_type, own_type, client_state_type):
   """`client_fn(payload, client_state, client_data)` as the clients' computation of a collecting round:
-  `payload` is OrderedDict(shared=the broadcast, own=the client's row of the per-client server output),
-  which `tff.federated_select` delivers as a one-element sequence."""
+  `payload` is OrderedDict(shared=the broadcast, own=the value the server sent this client alone)."""
   def client_work(shared, own, client_state, client_data):
-    own = own.reduce(tf.zeros(own_type.shape, own_type.dtype), lambda _, row: row)
     return client_fn(collections.OrderedDict(shared=shared, own=own), client_state, client_data)
 
-  return tff.tensorflow.computation(shared_type, tff.SequenceType(own_type), client_state_type,
+  return tff.tensorflow.computation(shared_type, own_type, client_state_type,
                                     client_data_type())(client_work)
+
+
+CLIENT_MESSAGES = 'client_messages'
 
 
 def build_collecting_round_process(
@@ -205,54 +206,45 @@ def build_collecting_round_process(
     server_state_type,
     client_state_type,
     server_payload: tff.Computation,
-    num_clients: int,
+    message_type,
     client_work: tff.Computation,
 ) -> tff.templates.IterativeProcess:
   """A round whose server sends each client its own value and receives every client's upload.
 
-      payload = federated_map(server_payload, state)                    OrderedDict(shared, per_client)
-      shared  = federated_broadcast(payload.shared)                                  SERVER -> CLIENTS
-      own     = federated_select(client_index, num_clients, payload.per_client)     row k -> client k
-      out     = federated_map(client_work, (shared, own, client_states, client_data))
+      shared = federated_broadcast(federated_map(server_payload, state))             SERVER -> CLIENTS
+      out    = federated_map(client_work, (shared, messages, client_states, client_data))
       return state, out.client_state, federated_mean(out.metrics, weight=out.weight), out.upload
 
-  The uploads leave the round CLIENTS-placed, one per client, for the server's program logic
-  (`RecommenderProcess.collect`), because a server that needs every client's upload (GPFedRec's
-  client graph) has no TFF aggregation that keeps them apart at a usable cost in TFF 0.87: the
-  runtime keeps every partial accumulator alive until the computation ends, so collecting K tables
-  of 1682 x 512 into one SERVER value with `tff.federated_aggregate` grows as K^2 in worker memory
-  (`benchmarks.tff_collect`: 7.3 GB peak for 50 clients against 1.9 GB for returning them
-  CLIENTS-placed; 100 clients took 20-23 GB and were killed for memory on a 24 GB machine). The
-  per-client value goes the other way through `federated_select`.
+  `messages` (CLIENTS-placed, `message_type` each) are what the server's program logic computed for
+  each client after the previous round (`RecommenderProcess.collect`): a value that differs per client
+  enters the round where it is used, at CLIENTS, so the K values never form one SERVER-placed tensor
+  in the TFF worker. The uploads leave the round CLIENTS-placed, one per client, for that program
+  logic, because a server that needs every client's upload (GPFedRec's client graph) has no TFF
+  aggregation that keeps them apart at a usable cost in TFF 0.87: the runtime keeps every partial
+  accumulator alive until the computation ends, so collecting K tables of 1682 x 512 into one SERVER
+  value with `tff.federated_aggregate` grows as K^2 in worker memory (`benchmarks.tff_collect`: 7.3 GB
+  peak for 50 clients against 1.9 GB for returning them CLIENTS-placed; 100 clients took 20-23 GB and
+  were killed for memory on a 24 GB machine). Sending the K values down through `tff.federated_select`
+  over a SERVER-placed float32[K, ...] (this round's earlier form) held that tensor, its K selected
+  rows and the uploads in the worker at once: with one user per client on ML-100k (K = 943, d = 512)
+  3.2 GB each.
 
   Args:
-    server_payload: algorithm state -> OrderedDict(shared=what every client receives,
-      per_client=float32[num_clients, ...] of which client k receives row k).
-    client_work: (shared, own: a sequence of one row, client_state, client_data) -> ClientOutput-like
+    server_payload: algorithm state -> what every client receives.
+    message_type: TFF type of one client's own value.
+    client_work: (shared, own, client_state, client_data) -> ClientOutput-like
       (`own_value_computation`).
   """
-  rows_type = server_payload.type_signature.result.per_client
-
-  @tff.tensorflow.computation(rows_type, tff.TensorType(np.int32))
-  def select_row(rows, key):
-    return tf.gather(rows, key)
-
-  @tff.tensorflow.computation(client_data_type())
-  def select_key(data):
-    return tf.reshape(data['client_index'], [1])
 
   @tff.federated_computation(
       tff.FederatedType(server_state_type, tff.SERVER),
       tff.FederatedType(client_state_type, tff.CLIENTS),
       tff.FederatedType(client_data_type(), tff.CLIENTS),
+      tff.FederatedType(message_type, tff.CLIENTS),
   )
-  def round_fn(server_state, client_states, client_data):
-    payload = tff.federated_map(server_payload, server_state)
-    shared = tff.federated_broadcast(payload.shared)
-    own = tff.federated_select(tff.federated_map(select_key, client_data),
-                               tff.federated_value(num_clients, tff.SERVER), payload.per_client,
-                               select_row)
-    outputs = tff.federated_map(client_work, (shared, own, client_states, client_data))
+  def round_fn(server_state, client_states, client_data, messages):
+    shared = tff.federated_broadcast(tff.federated_map(server_payload, server_state))
+    outputs = tff.federated_map(client_work, (shared, messages, client_states, client_data))
     metrics = tff.federated_mean(outputs.metrics, weight=outputs.weight)
     return server_state, outputs.client_state, metrics, outputs.upload
 
@@ -373,43 +365,61 @@ def build_collecting_recommender_process(
     server_state_type,
     client_state_type,
     server_payload: tff.Computation,
-    num_clients: int,
+    message_type,
+    initial_messages: Callable[[], np.ndarray],
     client_fn: Callable[..., ClientOutput],
     collect: Callable[..., Any],
     initial_client_states: Callable[..., list],
     scores: Callable[..., np.ndarray],
 ) -> 'RecommenderProcess':
-  """A `RecommenderProcess` over `build_collecting_round_process`: each client gets its own row of
-  `server_payload`'s `per_client` beside the broadcast `shared`, and
-  `collect(state, uploads: list) -> state` is the server's update from every client's upload
-  (program logic between rounds).
+  """A `RecommenderProcess` over `build_collecting_round_process`: each client gets its own value
+  beside the broadcast `shared`, and `collect(state, uploads: list) -> state` is the server's update
+  from every client's upload (program logic between rounds), which also computes the next round's
+  per-client values.
 
-  The communicated types: down, the broadcast and one row of the per-client output; up, the upload.
+  The process's state is the TFF server state plus `CLIENT_MESSAGES`: float32[K, ...] (a NumPy array
+  of the server program, row k for client k; `initial_messages()` before round 1), passed to the round
+  as its CLIENTS-placed `messages`.
+
+  The communicated types: down, the broadcast and the client's own value; up, the upload.
   """
-  shared_type = server_payload.type_signature.result.shared
-  rows_type = server_payload.type_signature.result.per_client
-  own_type = tff.TensorType(rows_type.dtype, rows_type.shape[1:])
-  client_work = own_value_computation(client_fn, shared_type, own_type, client_state_type)
+  shared_type = server_payload.type_signature.result
+  message_type = tff.types.to_type(message_type)
+  client_work = own_value_computation(client_fn, shared_type, message_type, client_state_type)
+
+  def build_sharded_round() -> sharding.ShardedRound:
+    return sharding.ShardedRound(
+        shard_computation=sharding.build_collecting_shard_computation(
+            server_state_type=server_state_type, client_state_type=client_state_type,
+            client_data_type=client_data_type(), server_payload=server_payload,
+            message_type=message_type, client_work=client_work),
+        server_update=None, algorithm_state=algorithm_state, with_algorithm_state=_with_algorithm_state,
+        client_messages=lambda state: state[CLIENT_MESSAGES], collect=collect)
+
   return RecommenderProcess(
       name=name,
       iterative_process=build_collecting_round_process(
           initial_state=initial_state, server_state_type=server_state_type,
           client_state_type=client_state_type, server_payload=server_payload,
-          num_clients=num_clients, client_work=client_work),
+          message_type=message_type, client_work=client_work),
       client_work=client_work,
       client_fn=client_fn,
       server_payload=server_payload,
       initial_client_states=initial_client_states,
       scores=scores,
-      broadcast_type=tff.StructType([('shared', shared_type), ('own', own_type)]),
+      broadcast_type=tff.StructType([('shared', shared_type), ('own', message_type)]),
       upload_type=client_work.type_signature.result.upload,
       collect=collect,
+      initial_messages=initial_messages,
+      build_sharded_round=build_sharded_round,
   )
 
 
 def algorithm_state(state) -> collections.OrderedDict:
-  """The algorithm's fields of a round's server state (without the aggregator's state)."""
-  return collections.OrderedDict((k, v) for k, v in dict(state).items() if k != AGGREGATOR_STATE)
+  """The algorithm's fields of a round's server state: without the aggregator's state and a collecting
+  round's per-client values (`CLIENT_MESSAGES`), which the TFF server state does not hold."""
+  return collections.OrderedDict((k, v) for k, v in dict(state).items()
+                                 if k not in (AGGREGATOR_STATE, CLIENT_MESSAGES))
 
 
 def _with_algorithm_state(state, algorithm_fields) -> collections.OrderedDict:
@@ -438,12 +448,15 @@ class RecommenderProcess:
     after_round: server program logic run between rounds, (state, round_num) -> (state, info dict).
     upload_type, broadcast_type: TFF types of what crosses the network.
     collect: for a round that returns every client's upload (`build_collecting_round_process`), the
-      server's update from them, (state, uploads: list) -> state, run before `after_round`.
+      server's update from them, (state, uploads: list) -> state, run before `after_round`; it may
+      empty `uploads` as it goes (each table freed once read).
+    initial_messages: for a collecting round, () -> float32[K, ...] the per-client values of round 1
+      (`CLIENT_MESSAGES` of the state).
     item_embeddings: state -> float32[I, d], the global item table the server can form (FedMF's
       table; RQFedRec's Eq. 9 reconstruction from the codebooks), or None (Fig. 4's tracking).
     build_sharded_round: () -> `sharding.ShardedRound`, the same round over client shards (`next`
-      with `shards` > 1 or several workers), or None where the round cannot be split (a round that
-      collects every upload). Built on first use.
+      with `shards` > 1 or several workers), or None where the round cannot be split. Built on
+      first use.
   """
 
   name: str
@@ -459,10 +472,16 @@ class RecommenderProcess:
   collect: Callable[..., Any] | None = None
   item_embeddings: Callable[..., np.ndarray] | None = None
   build_sharded_round: Callable[[], sharding.ShardedRound] | None = None
+  initial_messages: Callable[[], np.ndarray] | None = None
   _sharded_round: sharding.ShardedRound | None = dataclasses.field(default=None, init=False, repr=False)
 
   def initialize(self):
-    return self.iterative_process.initialize()
+    state = self.iterative_process.initialize()
+    if self.initial_messages is None:
+      return state
+    state = collections.OrderedDict(dict(state))
+    state[CLIENT_MESSAGES] = self.initial_messages()
+    return state
 
   def payload(self, state):
     """What round `state` broadcasts: `server_payload` of the algorithm's part of the state."""
@@ -486,11 +505,14 @@ class RecommenderProcess:
                       workers: execution.Workers | None = None):
     """`next` without the server program logic between rounds (`after_round`): the TFF round, or its
     client shards on `workers`, and a collecting round's `collect`; (state, client_states, metrics)."""
-    if shards == 1 and workers is None:
-      outputs = self.iterative_process.next(state, client_states, client_data)
-      state, client_states, metrics = outputs[:3]
-      if self.collect is not None:
-        state = self.collect(state, list(outputs[3]))
+    if self.collect is not None and shards == 1 and workers is None:
+      outputs = self.iterative_process.next(algorithm_state(state), client_states, client_data,
+                                            list(state[CLIENT_MESSAGES]))
+      _, client_states, metrics = outputs[:3]
+      uploads, outputs = list(outputs[3]), None  # `collect` may free each upload once read
+      state = self.collect(state, uploads)
+    elif shards == 1 and workers is None:
+      state, client_states, metrics = self.iterative_process.next(state, client_states, client_data)
     else:
       workers = workers or execution.Workers()
       state, client_states, metrics = self.sharded_round.run(
@@ -503,8 +525,7 @@ class RecommenderProcess:
     split."""
     if self._sharded_round is None:
       if self.build_sharded_round is None:
-        raise ValueError(f'{self.name} cannot run over client shards or several workers: its round '
-                         'collects every client\'s upload')
+        raise ValueError(f'{self.name} cannot run over client shards or several workers')
       self._sharded_round = self.build_sharded_round()
     return self._sharded_round
 

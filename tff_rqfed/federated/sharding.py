@@ -20,7 +20,10 @@ round up to float rounding, and are identical to the bit for the same S whicheve
 shard (`execution.Workers`), because the sums of each shard and their order do not depend on it.
 
 Only a mean splits this way: an aggregator with state or other arithmetic (TFF's DP, compression or
-secure aggregators) is refused, as is a round that collects every upload (GPFedRec). TFF's own
+secure aggregators) is refused. A round that collects every upload (GPFedRec,
+`process.build_collecting_round_process`) splits too (`build_collecting_shard_computation`): each shard
+takes its clients' own values at CLIENTS and returns its metrics' sums and its clients' uploads, which
+the server's program logic gathers in the clients' order and hands to the algorithm's `collect`. TFF's own
 answer, the mergeable-computation context (`tff.backends.native.create_mergeable_comp_execution_context`),
 was not used: our round returns the clients' states, so its compiled form runs the client work twice,
 and it returns CLIENTS-placed values in the order the shards finish (issue 11's measurements).
@@ -115,6 +118,31 @@ def build_shard_computation(*, server_state_type, client_state_type, client_data
   return shard_fn
 
 
+def build_collecting_shard_computation(*, server_state_type, client_state_type, client_data_type,
+                                      server_payload: tff.Computation, message_type,
+                                      client_work: tff.Computation) -> tff.Computation:
+  """One shard of a collecting round: (state@SERVER, client_states@CLIENTS, client_data@CLIENTS,
+  messages@CLIENTS) -> (metric sums@SERVER, client_states@CLIENTS, uploads@CLIENTS), the round of
+  `process.build_collecting_round_process` with the metrics summed instead of averaged."""
+  scale_metrics = _scale(client_work.type_signature.result.metrics)
+
+  @tff.federated_computation(
+      tff.FederatedType(server_state_type, tff.SERVER),
+      tff.FederatedType(client_state_type, tff.CLIENTS),
+      tff.FederatedType(client_data_type, tff.CLIENTS),
+      tff.FederatedType(message_type, tff.CLIENTS),
+  )
+  def shard_fn(state, client_states, client_data, messages):
+    shared = tff.federated_broadcast(tff.federated_map(server_payload, state))
+    outputs = tff.federated_map(client_work, (shared, messages, client_states, client_data))
+    sums = collections.OrderedDict()
+    sums[METRICS] = tff.federated_sum(tff.federated_map(scale_metrics, (outputs.metrics, outputs.weight)))
+    sums[METRICS_WEIGHT] = tff.federated_sum(outputs.weight)
+    return tff.federated_zip(sums), outputs.client_state, outputs.upload
+
+  return shard_fn
+
+
 def combine(shard_sums: Sequence[Any]) -> tuple[Any, dict[str, float]]:
   """(the mean upload or None, the mean metrics) from the shards' sums, added in shard order in
   float32 (NumPy, so the order never depends on which worker ran a shard)."""
@@ -150,12 +178,18 @@ class ShardedRound:
     algorithm_state: the round state -> the algorithm's fields (what the shards and the update see).
     with_algorithm_state: (round state, new algorithm fields) -> the next round state (the aggregator's
       state, which a plain mean does not change, carried over).
+    client_messages: for a collecting round (`build_collecting_shard_computation`), round state ->
+      float32[K, ...] each client's own value; None otherwise.
+    collect: for a collecting round, (round state, uploads: list in the clients' order) -> the next
+      round state; it may empty the list as it goes.
   """
 
   shard_computation: tff.Computation
   server_update: tff.Computation | None
   algorithm_state: Callable[[Any], Any]
   with_algorithm_state: Callable[[Any, Any], Any]
+  client_messages: Callable[[Any], Any] | None = None
+  collect: Callable[[Any, list], Any] | None = None
 
   def run(self, state, client_states: list, client_data: list, *, shards: int, workers):
     """One round over `shards` shards, their computations spread over `workers`
@@ -163,9 +197,16 @@ class ShardedRound:
     bounds = shard_bounds(len(client_data), shards)
     algorithm_state = self.algorithm_state(state)
     calls = [(algorithm_state, client_states[a:b], client_data[a:b]) for a, b in bounds]
+    if self.client_messages is not None:
+      messages = self.client_messages(state)
+      calls = [call + (list(messages[a:b]),) for call, (a, b) in zip(calls, bounds)]
     results = workers.map(self.shard_computation, calls)
-    mean, metrics = combine([sums for sums, _ in results])
-    new_client_states = [client_state for _, states in results for client_state in states]
-    if self.server_update is not None:
+    mean, metrics = combine([result[0] for result in results])
+    new_client_states = [client_state for result in results for client_state in result[1]]
+    if self.collect is not None:
+      uploads = [upload for result in results for upload in result[2]]
+      results = calls = None  # the uploads' only reference is now the list `collect` may empty
+      state = self.collect(state, uploads)
+    elif self.server_update is not None:
       state = self.with_algorithm_state(state, self.server_update(algorithm_state, mean))
     return state, new_client_states, metrics

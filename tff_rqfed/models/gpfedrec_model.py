@@ -98,6 +98,19 @@ def logits(personal_rows, positions, item_rows, *, embedding_dim: int, hidden_un
           + tf.gather(out_bias, positions)[:, 0])
 
 
+def item_logits(personal, items, *, embedding_dim: int, hidden_units: tuple[int, ...]):
+  """float32[U_k, I] logits of every user of `personal: float32[U_k, P]` over every item of
+  `items: float32[I, d]`, one user at a time (the first layer's item half is I x d x h1 a user)."""
+  num_items = tf.shape(items)[0]
+
+  def one_user(row):
+    return logits(row[tf.newaxis], tf.zeros([num_items], tf.int32), items,
+                  embedding_dim=embedding_dim, hidden_units=hidden_units)
+
+  return tf.map_fn(one_user, personal,
+                   fn_output_signature=tf.TensorSpec([items.shape[0]], tf.float32))
+
+
 def train_local(
     personal: tf.Tensor,
     items: tf.Tensor,
