@@ -37,15 +37,29 @@ def _rounds_run(output_dir: pathlib.Path) -> int:
   return max(len(rounds.read_text().splitlines()) - 1, 0) if rounds.exists() else 0
 
 
+def _output_dir(simulate_flags: list[str]) -> pathlib.Path | None:
+  """The `--output_dir` of `launchers.simulate` flags, in its `--output_dir=X` or `--output_dir X`
+  form (the last one given wins, as in absl), or None."""
+  found = None
+  for index, flag in enumerate(simulate_flags):
+    if flag.startswith('--output_dir='):
+      found = flag.split('=', 1)[1]
+    elif flag == '--output_dir':
+      if index + 1 == len(simulate_flags):
+        raise app.UsageError('--output_dir is missing its value')
+      found = simulate_flags[index + 1]
+  return None if found is None else pathlib.Path(found)
+
+
 def main(argv):
   simulate_flags = list(argv[1:])
   if _INTERVAL.value <= 0:
     raise app.UsageError(f'--interval must be > 0, got {_INTERVAL.value!r}')
   with tempfile.TemporaryDirectory(prefix='run_memory-') as scratch:
-    if not any(f.startswith('--output_dir') for f in simulate_flags):
-      simulate_flags.append(f'--output_dir={scratch}/run')
-    output_dir = pathlib.Path(next(f.split('=', 1)[1] for f in simulate_flags
-                                   if f.startswith('--output_dir=')))
+    output_dir = _output_dir(simulate_flags)
+    if output_dir is None:
+      output_dir = pathlib.Path(scratch) / 'run'
+      simulate_flags.append(f'--output_dir={output_dir}')
     command = [sys.executable, '-m', 'launchers.simulate', '--progress=false', *simulate_flags]
     start = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.DEVNULL) as process:

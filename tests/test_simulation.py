@@ -336,6 +336,27 @@ def test_resume_reruns_the_rounds_after_the_saved_state_once_each_in_rounds_csv(
   assert rounds['loss'].tolist() == pytest.approx([1 / r for r in range(1, 9)])
 
 
+class _ScoreCountingProcess(ScriptedProcess):
+  def __init__(self, good_rounds):
+    super().__init__(good_rounds)
+    self.scored_rounds = []
+
+  def scores(self, state, client_states, clients, num_users):
+    self.scored_rounds.append(state['round'])
+    return super().scores(state, client_states, clients, num_users)
+
+
+def test_a_resumed_run_scores_only_the_rounds_it_runs_not_the_initial_state(tmp_path):
+  _run(tmp_path, ScriptedProcess(good_rounds={3}), rounds=4, patience=10, checkpoint_every=2)
+  process = _ScoreCountingProcess(good_rounds={3})
+  resumed = _run(tmp_path, process, rounds=6, patience=10, checkpoint_every=2, resume=True)
+  assert resumed['resumed_from_round'] == 4 and process.scored_rounds == [5, 6]
+  assert resumed['best_round'] == 3 and resumed['test']['recall@3'] == pytest.approx(1.0)
+  fresh = _ScoreCountingProcess(good_rounds={3})  # --resume with nothing saved: round 0 is scored
+  _run(tmp_path / 'empty', fresh, rounds=1, patience=10, resume=True)
+  assert fresh.scored_rounds == [0, 1]
+
+
 def test_resuming_a_state_of_another_structure_names_the_folder_and_overwrite(tmp_path):
   # Saved without the best round's states (no attack), resumed by a run that keeps them: the saved
   # structure differs, as for a state written by an earlier version of the loop.

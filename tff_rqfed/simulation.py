@@ -294,13 +294,17 @@ def _train_round(process, progress: _Progress, clients, split, config, round_num
   return row
 
 
-def _initial_progress(process, clients, *, num_users: int, keep_best_states: bool) -> _Progress:
+def _initial_progress(process, clients, split, *, keep_best_states: bool, score: bool) -> _Progress:
   """Round 0: the initial states, also the best so far. Only `_Progress` refers to the states, so each
-  round's replaced states are freed (one user per client: 3.2 GB for FedRAP on ML-100k)."""
+  round's replaced states are freed (one user per client: 3.2 GB for FedRAP on ML-100k). Without
+  `score` the best scores are zeros of their shape: a resumed run loads its own."""
   state, client_states = process.initialize(), process.initial_client_states(clients)
+  if score:
+    scores = np.asarray(process.scores(state, client_states, clients, split.num_users), np.float32)
+  else:
+    scores = np.zeros((split.num_users, split.num_items), np.float32)
   return _Progress(
-      state=state, client_states=client_states,
-      best_scores=np.asarray(process.scores(state, client_states, clients, num_users), np.float32),
+      state=state, client_states=client_states, best_scores=scores,
       best_state=state if keep_best_states else [],
       best_client_states=client_states if keep_best_states else [])
 
@@ -333,11 +337,14 @@ def run_simulation(
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   checkpoints = _Checkpoints(output_dir, config.checkpoint_every)
-  progress = _initial_progress(process, clients, num_users=split.num_users,
-                              keep_best_states=config.keep_best_states)
+  progress = _initial_progress(process, clients, split, keep_best_states=config.keep_best_states,
+                              score=not config.resume)
   resumed_from = 0
   if config.resume:
     progress, resumed_from = checkpoints.load_latest(progress)
+    if not resumed_from:  # nothing saved yet: round 0 is the best so far
+      progress.best_scores = np.asarray(
+          process.scores(progress.state, progress.client_states, clients, split.num_users), np.float32)
   else:
     checkpoints.clear()  # a previous run's states of the same folder (--overwrite or a rerun)
     (output_dir / ROUNDS_FILE).unlink(missing_ok=True)
