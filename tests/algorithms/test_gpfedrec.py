@@ -236,3 +236,16 @@ def test_a_run_over_client_shards_resumes_to_the_uninterrupted_runs_metrics(tmp_
   resumed = run('resumed', rounds=4, resume=True)
   assert resumed['resumed_from_round'] == 2 and resumed['rounds_run'] == whole['rounds_run'] == 4
   assert resumed['test'] == whole['test'] and resumed['valid'] == whole['valid']
+
+
+def test_identical_tables_give_a_row_stochastic_graph_and_targets_equal_to_them():
+  # Round 1: every client starts from the same table. The graph must still average
+  # (rows summing to 1), so R_k is that table; the old in-worker graph came out all zeros here.
+  table = np.random.default_rng(4).normal(size=(5, 3)).astype(np.float32)
+  tables = np.repeat(table[np.newaxis], 6, axis=0)
+  graph = gpfedrec.relation_graph(tables, similarity='cosine', threshold=1.0)
+  np.testing.assert_allclose(graph.sum(axis=1), 1.0, rtol=1e-6)
+  targets = tables.copy()
+  global_items = gpfedrec.graph_targets(targets, graph, layers=1)
+  np.testing.assert_allclose(targets, tables, rtol=1e-6)
+  np.testing.assert_allclose(global_items, table, rtol=1e-6)
