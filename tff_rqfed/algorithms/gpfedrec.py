@@ -141,15 +141,6 @@ def client_update(payload, client_state, data, *, training: cw.LocalTraining,
       metrics=cw.metrics(loss=loss, bce=bce))
 
 
-def personal_scores(client_states, clients, num_users: int, num_items: int) -> np.ndarray:
-  """float32[U, I] logits of every user with its own parameters and its client's last trained table
-  (the clients' `item_logits`)."""
-  result = np.zeros((num_users, num_items), np.float32)
-  for client_state, client in zip(client_states, clients):
-    result[client.user_ids] = np.asarray(client_state['item_logits'])
-  return result
-
-
 def _validate(num_items, num_clients, embedding_dim, init_scale, hidden_units, reg, threshold,
               layers, similarity):
   for name, value in (('num_items', num_items), ('num_clients', num_clients),
@@ -237,7 +228,8 @@ def build_gpfedrec(
     return states
 
   def scores(state, client_states, clients, num_users):
-    return personal_scores(client_states, clients, num_users, num_items)
+    del state  # each user is scored with its own MLP and its client's last trained table
+    return cw.stack_users([s['item_logits'] for s in client_states], clients, num_users, num_items)
 
   return process.build_collecting_recommender_process(
       name='gpfedrec', initial_state=initial_state, server_state_type=state_type,

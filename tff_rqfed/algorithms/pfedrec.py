@@ -102,15 +102,6 @@ def item_logits(score_functions, item_embeddings):
           + score_functions[:, d:])
 
 
-def personal_scores(client_states, clients, num_users: int, num_items: int) -> np.ndarray:
-  """float32[U, I] logits w_u . q^(k) + b_u of every user with the table q^(k) its client fine-tuned
-  (the clients' `item_logits`)."""
-  result = np.zeros((num_users, num_items), np.float32)
-  for client_state, client in zip(client_states, clients):
-    result[client.user_ids] = np.asarray(client_state['item_logits'])
-  return result
-
-
 def _validate(num_items, embedding_dim, training, init_scale, item_learning_rate_scale):
   cw.check_table_options(num_items=num_items, embedding_dim=embedding_dim, init_scale=init_scale)
   if not isinstance(training, cw.LocalTraining):
@@ -156,7 +147,8 @@ def build_pfedrec(
 
   def scores(state, client_states, clients, num_users):
     del state  # each user is scored with its own client's fine-tuned table, not the server's
-    return personal_scores(client_states, clients, num_users, num_items)
+    # logits w_u . q^(k) + b_u with the table q^(k) client k fine-tuned (its `item_logits`)
+    return cw.stack_users([s['item_logits'] for s in client_states], clients, num_users, num_items)
 
   return process.build_recommender_process(
       name='pfedrec', initial_state=initial_state, server_state_type=server.state_type,

@@ -150,7 +150,9 @@ def metrics(**values):
 
 
 def stack_users(client_states, clients, num_users: int, embedding_dim: int) -> np.ndarray:
-  """float32[U, d] user table assembled from the clients' private tables (evaluation only)."""
+  """float32[U, d] assembled from the clients' per-user rows, float32[U_k, d] each, client k's row j
+  for its j-th user (evaluation only): a user table, or every user's logits over all I items (d = I,
+  `item_logits` of PFedRec's and GPFedRec's client states)."""
   users = np.zeros((num_users, embedding_dim), np.float32)
   for state, client in zip(client_states, clients):
     users[client.user_ids] = np.asarray(state)
