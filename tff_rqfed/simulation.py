@@ -30,7 +30,9 @@ states (the launcher's upload attack) asks for them with `keep_best_states`.
 
 Every `checkpoint_every` rounds the loop's program state (server state, every client's private state,
 the best round's state and scores, the early-stopping bookkeeping and the round history) is saved with TFF's
-`tff.program.FileProgramStateManager` under `program_state/`; `resume` continues from the latest one.
+`tff.program.FileProgramStateManager` under `program_state/`, arrays of 1 MiB or more as `.npy` files
+beside it (`program_state.ArrayFileProgramStateManager`: no tensor copies of GPFedRec's 3.2 GB of
+per-client targets); `resume` continues from the latest one.
 Rounds are deterministic in (seed, round), so a resumed run ends with the metrics of an uninterrupted
 one.
 """
@@ -58,6 +60,7 @@ import tqdm
 from tff_rqfed.evaluation import item_groups
 from tff_rqfed.evaluation import ranking
 from tff_rqfed.evaluation import similarity_change
+from tff_rqfed import program_state
 from tff_rqfed.results_io import write_atomic
 from tff_rqfed.federated import process as process_lib
 
@@ -159,7 +162,8 @@ class StateMismatchError(ValueError):
 
 
 class _Checkpoints:
-  """Saves and loads the loop's program state with TFF's `FileProgramStateManager` (versions = rounds).
+  """Saves and loads the loop's program state with TFF's `FileProgramStateManager` (versions = rounds),
+  large arrays beside it (`program_state.ArrayFileProgramStateManager`).
 
   The state of round t is saved as version t under `<output_dir>/program_state/` (the last two kept;
   each written to a temporary folder and renamed, so a kill never leaves a half-written version).
@@ -168,7 +172,8 @@ class _Checkpoints:
   def __init__(self, output_dir: pathlib.Path, every: int):
     self.every = every
     self.root = output_dir / PROGRAM_STATE_DIR
-    self.manager = tff.program.FileProgramStateManager(self.root, keep_total=2, keep_first=False)
+    self.manager = program_state.ArrayFileProgramStateManager(
+        self.root, min_bytes=program_state.DEFAULT_MIN_BYTES, keep_total=2, keep_first=False)
 
   def load_latest(self, initial: _Progress) -> tuple[_Progress, int]:
     try:
@@ -178,6 +183,8 @@ class _Checkpoints:
           f'{self.root} holds a program state of another structure than this run\'s (saved by an '
           f'earlier version of tff-rqfed, or with flags that change the state: {str(e).splitlines()[0]}); '
           'pass --overwrite to start the run again') from None
+    except program_state.MissingArrayError as e:
+      raise StateMismatchError(str(e)) from None
     return (initial, 0) if saved is None else (_Progress.from_program_state(saved), version)
 
   def clear(self) -> None:

@@ -219,10 +219,15 @@ def test_build_gpfedrec_refuses_bad_options_naming_them(option, value, message):
     build(**{option: value})
 
 
-def test_a_run_over_client_shards_resumes_to_the_uninterrupted_runs_metrics(tmp_path, tff_context,
-                                                                            planted_problem):
-  # The server program's per-client targets (float32[K, I, d]) are saved with the program state.
+@pytest.mark.parametrize('arrays_beside', [False, True], ids=['in-saved-model', 'arrays-beside'])
+def test_a_run_over_client_shards_resumes_to_the_uninterrupted_runs_metrics(
+    tmp_path, tff_context, planted_problem, monkeypatch, arrays_beside):
+  # The server program's per-client targets (float32[K, I, d]) are saved with the program state:
+  # here all in TFF's SavedModel, or (as GPFedRec's 3.2 GB with one user per client) as .npy beside it.
+  from tff_rqfed import program_state
   from tff_rqfed import simulation
+  if arrays_beside:
+    monkeypatch.setattr(program_state, 'DEFAULT_MIN_BYTES', 0)
   split, clients = planted_problem
 
   def run(folder, rounds, resume=False):
@@ -233,6 +238,8 @@ def test_a_run_over_client_shards_resumes_to_the_uninterrupted_runs_metrics(tmp_
 
   whole = run('whole', rounds=4)
   run('resumed', rounds=2)
+  assert bool(list((tmp_path / 'resumed' / simulation.PROGRAM_STATE_DIR).glob('arrays_2/*.npy'))) \
+      == arrays_beside
   resumed = run('resumed', rounds=4, resume=True)
   assert resumed['resumed_from_round'] == 2 and resumed['rounds_run'] == whole['rounds_run'] == 4
   assert resumed['test'] == whole['test'] and resumed['valid'] == whole['valid']
