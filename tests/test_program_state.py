@@ -103,3 +103,12 @@ def test_a_missing_array_file_is_an_error_naming_it(tmp_path):
 def test_negative_min_bytes_is_refused(tmp_path):
   with pytest.raises(ValueError, match='min_bytes must be >= 0, got -1'):
     program_state.ArrayFileProgramStateManager(tmp_path, min_bytes=-1)
+
+
+def test_remove_all_removes_every_version_and_its_arrays(tmp_path):
+  manager = _manager(tmp_path)
+  for version in (1, 2):
+    asyncio.run(manager.save(_state(version), version))
+  asyncio.run(manager.remove_all())
+  assert asyncio.run(manager.get_versions()) is None
+  assert not list(tmp_path.glob('arrays_*'))

@@ -41,8 +41,9 @@ class ArrayFileProgramStateManager(tff.program.FileProgramStateManager):
   """A `tff.program.FileProgramStateManager` that saves NumPy arrays of `min_bytes` or more as
   `.npy` files beside each version (see the module docstring); other arguments as TFF's."""
 
-  def __init__(self, root_dir: str | os.PathLike, *, min_bytes: int = DEFAULT_MIN_BYTES,
-               **kwargs):
+  def __init__(self, root_dir: str | os.PathLike, *, min_bytes: int | None = None, **kwargs):
+    if min_bytes is None:
+      min_bytes = DEFAULT_MIN_BYTES
     if min_bytes < 0:
       raise ValueError(f'min_bytes must be >= 0, got {min_bytes!r}')
     super().__init__(root_dir, **kwargs)
@@ -58,8 +59,9 @@ class ArrayFileProgramStateManager(tff.program.FileProgramStateManager):
 
   async def save(self, program_state, version: int) -> None:
     """Saves `program_state` as version `version`: its large arrays to `arrays_dir(version)` first,
-    then the rest, with markers in their place, through TFF's `FileProgramStateManager.save`."""
-    if tf.io.gfile.exists(self._get_path_for_version(version)):
+    then the rest, with markers in their place, through TFF's `FileProgramStateManager.save` (which
+    also removes the versions it no longer keeps; their arrays go with the orphans after it)."""
+    if tf.io.gfile.exists(self._get_path_for_version(version)):  # TFF checks too, after our arrays
       raise tff.program.ProgramStateExistsError(version=version, path=self._root_dir)
     arrays = []
 
@@ -87,8 +89,8 @@ class ArrayFileProgramStateManager(tff.program.FileProgramStateManager):
     temporary.rename(final)
 
   def _remove_orphan_arrays(self, versions: list[int]) -> None:
-    """Removes the array folders of versions that no longer exist (TFF removed them, or a kill
-    came between the arrays' rename and the SavedModel's)."""
+    """Removes the array folders of versions that no longer exist: TFF removed them, or a kill
+    came between the arrays' rename and the SavedModel's (the one place arrays are removed)."""
     kept = {self.arrays_dir(v).name for v in versions}
     for path in pathlib.Path(self._root_dir).glob(f'{ARRAYS_PREFIX}*'):
       if path.name not in kept:
@@ -110,6 +112,6 @@ class ArrayFileProgramStateManager(tff.program.FileProgramStateManager):
 
     return tf.nest.map_structure(restore, saved)
 
-  async def _remove(self, version: int) -> None:
-    await super()._remove(version)
-    shutil.rmtree(self.arrays_dir(version), ignore_errors=True)
+  async def remove_all(self) -> None:
+    await super().remove_all()
+    self._remove_orphan_arrays([])

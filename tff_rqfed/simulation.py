@@ -172,8 +172,8 @@ class _Checkpoints:
   def __init__(self, output_dir: pathlib.Path, every: int):
     self.every = every
     self.root = output_dir / PROGRAM_STATE_DIR
-    self.manager = program_state.ArrayFileProgramStateManager(
-        self.root, min_bytes=program_state.DEFAULT_MIN_BYTES, keep_total=2, keep_first=False)
+    self.manager = program_state.ArrayFileProgramStateManager(self.root, keep_total=2,
+                                                              keep_first=False)
 
   def load_latest(self, initial: _Progress) -> tuple[_Progress, int]:
     try:
