@@ -9,13 +9,19 @@ resident memory the kernel records (VmHWM in /proc/PID/status) of the launcher a
 it started (`worker_processes.watch_peaks`), keeping the last value read while each lives.
 
 Writes JSON (`--output`) and prints one line: the launcher's and the worker's peak in GiB, the run's
-seconds, its exit status and the rounds it ran (`rounds.csv`). The memory a run needs is about their sum:
+seconds, its exit status and the rounds it ran (`rounds.csv`). The JSON also has the worker's peak
+after each round (`worker_peak_gib_by_round`) and its growth a round over the second half of the run
+(`worker_growth_gib_per_round`; the first rounds are left out since the worker fills its heap there).
+A worker that grows from round to round limits how long a run can go: compare glibc settings with
+`MALLOC_ARENA_MAX=N` before the command (the worker's default is one arena per core,
+`execution.WorkerConfig.malloc_arenas`; 16 is glibc's own default on 2 cores). The memory a run needs is about their sum:
 size a machine or the runs beside it with it (docs/RESULTS.md, Table 3; README, "Seconds per round").
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -51,6 +57,14 @@ def _output_dir(simulate_flags: list[str]) -> pathlib.Path | None:
   return None if found is None else pathlib.Path(found)
 
 
+def _growth_per_round(by_round: list) -> float | None:
+  """(last - middle) / rounds between them, over the second half of the rounds; None under 4 rounds."""
+  if len(by_round) < 4 or by_round[len(by_round) // 2] is None or by_round[-1] is None:
+    return None
+  middle = len(by_round) // 2
+  return (by_round[-1] - by_round[middle]) / (len(by_round) - 1 - middle)
+
+
 def main(argv):
   simulate_flags = list(argv[1:])
   if _INTERVAL.value <= 0:
@@ -63,12 +77,15 @@ def main(argv):
     command = [sys.executable, '-m', 'launchers.simulate', '--progress=false', *simulate_flags]
     start = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.DEVNULL) as process:
-      peaks = worker_processes.watch_peaks(process, _INTERVAL.value)
+      peaks = worker_processes.watch_peaks(process, _INTERVAL.value,
+                                           rounds_done=lambda: _rounds_run(output_dir))
     result = {'command': command[1:], **peaks, 'seconds': time.perf_counter() - start,
-              'exit_status': process.returncode, 'rounds_run': _rounds_run(output_dir)}
+              'exit_status': process.returncode, 'rounds_run': _rounds_run(output_dir),
+              'worker_growth_gib_per_round': _growth_per_round(peaks['worker_peak_gib_by_round']),
+              'malloc_arena_max': os.environ.get('MALLOC_ARENA_MAX')}
   results_io.write_atomic(pathlib.Path(_OUTPUT.value), json.dumps(result, indent=2) + '\n')
   shown = {key: (f'{value:.2f}' if isinstance(value, float) else value) for key, value in result.items()
-           if key != 'command'}
+           if key not in ('command', 'worker_peak_gib_by_round')}
   print(json.dumps(shown))
 
 

@@ -27,6 +27,9 @@ _INTER = flags.DEFINE_integer('inter_op_threads', None, 'TF inter-op threads (0:
                               'one per core).', lower_bound=0)
 _INTRA = flags.DEFINE_integer('intra_op_threads', None, 'TF intra-op threads (0: TF default; default 1).',
                               lower_bound=0)
+_ARENAS = flags.DEFINE_integer('malloc_arenas', None, 'glibc malloc arenas (MALLOC_ARENA_MAX; 0: glibc '
+                               'default; default one per core, which keeps the worker from growing '
+                               'round after round).', lower_bound=0)
 
 
 def main(argv):
@@ -37,7 +40,8 @@ def main(argv):
         max_concurrent_computation_calls=(defaults.max_concurrent_computation_calls
                                           if _CALLS.value is None else _CALLS.value),
         inter_op_threads=defaults.inter_op_threads if _INTER.value is None else _INTER.value,
-        intra_op_threads=defaults.intra_op_threads if _INTRA.value is None else _INTRA.value)
+        intra_op_threads=defaults.intra_op_threads if _INTRA.value is None else _INTRA.value,
+        malloc_arenas=defaults.malloc_arenas if _ARENAS.value is None else _ARENAS.value)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -39,7 +39,7 @@ _SCRIPT = textwrap.dedent('''
     first = execution.worker_pids()
     with open(f'/proc/{first[0]}/environ', 'rb') as f:
       worker_env = dict(item.decode().split('=', 1) for item in f.read().split(b'\\0') if b'=' in item)
-    worker_env = {k: v for k, v in worker_env.items() if k.startswith('TF_NUM_')}
+    worker_env = {k: v for k, v in worker_env.items() if k.startswith('TF_NUM_') or k == 'MALLOC_ARENA_MAX'}
     killed = execution.kill_workers()
     after_kill = execution.worker_pids()
     execution.set_execution_context()
@@ -55,7 +55,7 @@ _SCRIPT = textwrap.dedent('''
 @pytest.fixture(scope='module')
 def report():
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  for name in ('TF_NUM_INTEROP_THREADS', 'TF_NUM_INTRAOP_THREADS'):  # the defaults must set them
+  for name in ('TF_NUM_INTEROP_THREADS', 'TF_NUM_INTRAOP_THREADS', 'MALLOC_ARENA_MAX'):  # the defaults set them
     env.pop(name, None)
   try:
     proc = subprocess.run([sys.executable, '-c', _SCRIPT], cwd=REPO, env=env, capture_output=True,
@@ -146,14 +146,16 @@ def test_cpu_seconds_reads_a_processs_user_and_system_time_from_proc():
 
 
 def test_worker_runs_with_the_worker_config_thread_pools(report):
-  # WorkerConfig's defaults: one inter-op thread per core, single-threaded kernels.
+  # WorkerConfig's defaults: one inter-op thread per core, single-threaded kernels, one glibc arena per core.
   assert report['worker_env'] == {'TF_NUM_INTEROP_THREADS': str(report['cpu_count']),
-                                  'TF_NUM_INTRAOP_THREADS': '1'}
+                                  'TF_NUM_INTRAOP_THREADS': '1',
+                                  'MALLOC_ARENA_MAX': str(report['cpu_count'])}
 
 
 @pytest.mark.parametrize('field, value', [('max_concurrent_computation_calls', 0),
                                           ('max_concurrent_computation_calls', -2),
-                                          ('inter_op_threads', -1), ('intra_op_threads', -3)])
+                                          ('inter_op_threads', -1), ('intra_op_threads', -3),
+                                          ('malloc_arenas', -1)])
 def test_worker_config_rejects_bad_values_and_names_them(field, value):
   from tff_rqfed import execution
 
@@ -161,11 +163,12 @@ def test_worker_config_rejects_bad_values_and_names_them(field, value):
     execution.WorkerConfig(**{field: value})
 
 
-def test_worker_config_zero_threads_leaves_tensorflow_defaults_to_the_worker():
+def test_worker_config_zero_leaves_tensorflow_and_glibc_defaults_to_the_worker():
   from tff_rqfed import execution
 
-  env = execution.WorkerConfig(inter_op_threads=0, intra_op_threads=0).worker_environment()
+  env = execution.WorkerConfig(inter_op_threads=0, intra_op_threads=0, malloc_arenas=0).worker_environment()
   assert 'TF_NUM_INTEROP_THREADS' not in env and 'TF_NUM_INTRAOP_THREADS' not in env
+  assert 'MALLOC_ARENA_MAX' not in env  # 0: glibc's own default
   assert env['MALLOC_MMAP_THRESHOLD_']  # the heap settings are always passed
 
 

@@ -115,6 +115,11 @@ class WorkerConfig:
     inter_op_threads, intra_op_threads: sizes of the worker's TensorFlow thread pools (0: TF's
       default, one thread per core). TFF builds the worker's sessions with default options, so
       they reach it as TF_NUM_INTEROP_THREADS / TF_NUM_INTRAOP_THREADS in its environment.
+    malloc_arenas: glibc heaps the worker may use (`MALLOC_ARENA_MAX`; 0: glibc's default, eight
+      per core). The worker never gives freed memory back (`_WORKER_MALLOC_ENV`), so each arena
+      keeps its own high-water mark; with glibc's default the worker's threads spread over up to 16
+      arenas on 2 cores and it grew from round to round (GPFedRec with one user per client: about
+      0.3 GB a round at d = 512). One arena per core keeps it flat (`benchmarks/run_memory.py`, `worker_peak_gib_by_round`).
 
   The defaults, one client computation per core, one inter-op thread per core and single-threaded
   kernels, are the fastest setting measured (README, "Seconds per round"; FedMF on ML-100k, 2 cores,
@@ -128,12 +133,13 @@ class WorkerConfig:
   max_concurrent_computation_calls: int = dataclasses.field(default_factory=lambda: _cores())
   inter_op_threads: int = dataclasses.field(default_factory=lambda: _cores())
   intra_op_threads: int = 1
+  malloc_arenas: int = dataclasses.field(default_factory=lambda: _cores())
 
   def __post_init__(self):
     if self.max_concurrent_computation_calls == 0 or self.max_concurrent_computation_calls < -1:
       raise ValueError('max_concurrent_computation_calls must be -1 (no limit) or >= 1, got '
                        f'{self.max_concurrent_computation_calls!r}')
-    for name in ('inter_op_threads', 'intra_op_threads'):
+    for name in ('inter_op_threads', 'intra_op_threads', 'malloc_arenas'):
       if getattr(self, name) < 0:
         raise ValueError(f'{name} must be >= 0 (0: TensorFlow default), got {getattr(self, name)!r}')
 
@@ -144,6 +150,8 @@ class WorkerConfig:
       env['TF_NUM_INTEROP_THREADS'] = str(self.inter_op_threads)
     if self.intra_op_threads:
       env['TF_NUM_INTRAOP_THREADS'] = str(self.intra_op_threads)
+    if self.malloc_arenas:
+      env['MALLOC_ARENA_MAX'] = str(self.malloc_arenas)
     return env
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from typing import Callable
 
 _WORKER_NAME = b'worker_binary'
 
@@ -62,15 +63,30 @@ def peak_memory_gib(pid: int) -> float | None:
   return None
 
 
-def watch_peaks(process: subprocess.Popen, interval: float) -> dict[str, float | None]:
+def watch_peaks(process: subprocess.Popen, interval: float,
+                rounds_done: Callable[[], int] | None = None) -> dict[str, float | list | None]:
   """Until `process` exits, every `interval` seconds: its peak memory and the largest peak of the TFF
   workers it started (GiB; None for workers if none ran). VmHWM is the kernel's high-water mark, so a
-  peak between two reads is not missed, only what a process reaches after the last read before it exits."""
-  launcher, workers = None, {}
+  peak between two reads is not missed, only what a process reaches after the last read before it exits.
+
+  With `rounds_done` (how many rounds the run has finished so far, e.g. the rows of its rounds.csv)
+  the result also has `worker_peak_gib_by_round`: entry r - 1 is the workers' largest peak read when
+  round r was first seen finished (the worker's memory after r rounds; it keeps freed memory, so its
+  peak grows from round to round only if each round needs more of it).
+  """
+  launcher, workers, by_round = None, {}, []
   while process.poll() is None:
     launcher = peak_memory_gib(process.pid) or launcher
     for pid in worker_pids(process.pid):
       workers[pid] = peak_memory_gib(pid) or workers.get(pid)
+    if rounds_done is not None:
+      done = rounds_done()
+      peak = max((value for value in workers.values() if value is not None), default=None)
+      by_round.extend([peak] * (done - len(by_round)))
     time.sleep(interval)
   peaks = [peak for peak in workers.values() if peak is not None]
-  return {'launcher_peak_gib': launcher, 'worker_peak_gib': max(peaks, default=None)}
+  result = {'launcher_peak_gib': launcher, 'worker_peak_gib': max(peaks, default=None)}
+  if rounds_done is not None:  # rounds finished after the last read get the last peak read
+    by_round.extend([result['worker_peak_gib']] * (rounds_done() - len(by_round)))
+    result['worker_peak_gib_by_round'] = by_round
+  return result
