@@ -25,8 +25,8 @@ def test_pre_grid_set_is_lr_0_01_without_weight_decay_at_the_same_init_scales():
     assert hyperparameters.defaults(algorithm, 'pre_grid') == hyperparameters.defaults(algorithm)
 
 
-def test_the_grid_moved_fedmf_rqfedrec_and_pfedrec_so_the_two_sets_differ_there():
-  for algorithm in ('fedmf', 'rqfedrec', 'pfedrec'):
+def test_the_grid_moved_fedmf_rqfedrec_pfedrec_and_fedrap_so_the_two_sets_differ_there():
+  for algorithm in ('fedmf', 'rqfedrec', 'pfedrec', 'fedrap'):
     assert hyperparameters.defaults(algorithm) != hyperparameters.defaults(algorithm, 'pre_grid')
 
 
