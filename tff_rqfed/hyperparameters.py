@@ -3,8 +3,9 @@
 FedMF, RQFedRec, PFedRec and FedRAP: learning rate and weight decay chosen on the validation NDCG@10
 of ML-100k (paper protocol, 100 clients, d = 512, seed 0) over the paper's grid, lr {0.01, 0.001,
 0.0001} x weight decay {0, 1e-6, 1e-3} (`launchers.experiments --grid`); the first three choose lr
-0.001, wd 1e-6, FedRAP lr 0.001, wd 1e-3 (still below MostPop on test). The initialisation scale was chosen before, from {0.1, 0.035, 0.01, 0.003} at lr 0.01. docs/RESULTS.md
-"The validation grid" and "Choosing the defaults" have the numbers.
+0.001, wd 1e-6, FedRAP lr 0.001, wd 1e-3 (still below MostPop on test). The initialisation scale was
+chosen before, from {0.1, 0.035, 0.01, 0.003} at lr 0.01. docs/RESULTS.md "The validation grid" and
+"Choosing the defaults" have the numbers.
 
 fedncf, gpfedrec, fedcia, fedalphafuse, fedrlm_con and fedrlm_gen have not been through the whole
 grid yet (FedNCF's is under way, docs/RESULTS.md "The validation grid"): they keep the values
