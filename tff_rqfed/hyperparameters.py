@@ -1,16 +1,15 @@
 """The validated hyperparameters of every algorithm: the one place they live.
 
-FedMF, RQFedRec, PFedRec and FedRAP: learning rate and weight decay chosen on the validation NDCG@10
-of ML-100k (paper protocol, 100 clients, d = 512, seed 0) over the paper's grid, lr {0.01, 0.001,
-0.0001} x weight decay {0, 1e-6, 1e-3} (`launchers.experiments --grid`); the first three choose lr
-0.001, wd 1e-6, FedRAP lr 0.001, wd 1e-3 (still below MostPop on test). The initialisation scale was
-chosen before, from {0.1, 0.035, 0.01, 0.003} at lr 0.01. docs/RESULTS.md "The validation grid" and
-"Choosing the defaults" have the numbers.
+FedMF, RQFedRec, PFedRec, FedRAP and FedNCF: learning rate and weight decay chosen on the validation
+NDCG@10 of ML-100k (paper protocol, 100 clients, d = 512, seed 0) over the paper's grid, lr {0.01,
+0.001, 0.0001} x weight decay {0, 1e-6, 1e-3} (`launchers.experiments --grid`); the first three choose
+lr 0.001, wd 1e-6, FedRAP lr 0.001, wd 1e-3 (still below MostPop on test), FedNCF lr 0.001, wd 0. The
+initialisation scale was chosen before, from {0.1, 0.035, 0.01, 0.003} at lr 0.01. docs/RESULTS.md
+"The validation grid" and "Choosing the defaults" have the numbers.
 
-fedncf, gpfedrec, fedcia, fedalphafuse, fedrlm_con and fedrlm_gen have not been through the whole
-grid yet (FedNCF's is under way, docs/RESULTS.md "The validation grid"): they keep the values
-FedMF had before its grid (lr 0.01, wd 0, scale 0.01), at which their tables were run; mf_local was
-only tried at scale 0.1.
+gpfedrec, fedcia, fedalphafuse, fedrlm_con and fedrlm_gen have not been through the grid yet
+(docs/RESULTS.md "The validation grid"): they keep the values FedMF had before its grid (lr 0.01,
+wd 0, scale 0.01), at which their tables were run; mf_local was only tried at scale 0.1.
 
 `launchers.simulate` uses these when `--learning_rate`, `--weight_decay` or `--init_scale` is not
 given and records the effective values in `flags.json`; the experiment runner (`launchers.experiments`)
@@ -28,7 +27,7 @@ from __future__ import annotations
 LEARNING_RATE_GRID = (0.01, 0.001, 0.0001)
 WEIGHT_DECAY_GRID = (0.0, 1e-6, 1e-3)
 
-DEFAULT_LEARNING_RATE = {'fedmf': 0.001, 'fedncf': 0.01, 'mf_local': 0.01, 'pfedrec': 0.001, 'fedrap': 0.001,
+DEFAULT_LEARNING_RATE = {'fedmf': 0.001, 'fedncf': 0.001, 'mf_local': 0.01, 'pfedrec': 0.001, 'fedrap': 0.001,
                          'gpfedrec': 0.01, 'fedcia': 0.01, 'fedalphafuse': 0.01, 'fedrlm_con': 0.01,
                          'fedrlm_gen': 0.01, 'rqfedrec': 0.001}
 DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'pfedrec': 0.01, 'fedrap': 0.01,
