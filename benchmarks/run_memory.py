@@ -9,13 +9,16 @@ resident memory the kernel records (VmHWM in /proc/PID/status) of the launcher a
 it started (`worker_processes.watch_peaks`), keeping the last value read while each lives.
 
 Writes JSON (`--output`) and prints one line: the launcher's and the worker's peak in GiB, the run's
-seconds, its exit status and the rounds it ran (`rounds.csv`). The JSON also has the worker's peak
-after each round (`worker_peak_gib_by_round`) and its growth a round over the second half of the run
-(`worker_growth_gib_per_round`; the first rounds are left out since the worker fills its heap there).
-A worker that grows from round to round limits how long a run can go: compare glibc settings with
-`MALLOC_ARENA_MAX=N` before the command (the worker's default is one arena per core,
-`execution.WorkerConfig.malloc_arenas`; 16 is glibc's own default on 2 cores). The memory a run needs is about their sum:
-size a machine or the runs beside it with it (docs/RESULTS.md, Table 3; README, "Seconds per round").
+seconds, its exit status and the rounds it ran (`rounds.csv`). The memory a run needs is about
+the sum of the two peaks: size a machine or the runs beside it with it (docs/RESULTS.md, Table 3;
+README, "Seconds per round").
+
+The JSON also has the worker's peak after each round (`worker_peak_gib_by_round`) and its growth a
+round over the second half of the run (`worker_growth_gib_per_round`; the first rounds are left out
+since the worker fills its heap there). A worker that grows from round to round limits how long a
+run can go: compare glibc settings with `MALLOC_ARENA_MAX=N` before the command (recorded as
+`malloc_arena_max`; None is the worker's default, one arena per core,
+`execution.WorkerConfig.malloc_arenas`; 16 is glibc's own default on 2 cores).
 """
 
 from __future__ import annotations
@@ -59,9 +62,9 @@ def _output_dir(simulate_flags: list[str]) -> pathlib.Path | None:
 
 def _growth_per_round(by_round: list) -> float | None:
   """(last - middle) / rounds between them, over the second half of the rounds; None under 4 rounds."""
-  if len(by_round) < 4 or by_round[len(by_round) // 2] is None or by_round[-1] is None:
-    return None
   middle = len(by_round) // 2
+  if len(by_round) < 4 or by_round[middle] is None or by_round[-1] is None:
+    return None
   return (by_round[-1] - by_round[middle]) / (len(by_round) - 1 - middle)
 
 

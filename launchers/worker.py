@@ -34,14 +34,11 @@ _ARENAS = flags.DEFINE_integer('malloc_arenas', None, 'glibc malloc arenas (MALL
 
 def main(argv):
   del argv
-  defaults = execution.WorkerConfig()
-  try:
-    config = execution.WorkerConfig(
-        max_concurrent_computation_calls=(defaults.max_concurrent_computation_calls
-                                          if _CALLS.value is None else _CALLS.value),
-        inter_op_threads=defaults.inter_op_threads if _INTER.value is None else _INTER.value,
-        intra_op_threads=defaults.intra_op_threads if _INTRA.value is None else _INTRA.value,
-        malloc_arenas=defaults.malloc_arenas if _ARENAS.value is None else _ARENAS.value)
+  given = {'max_concurrent_computation_calls': _CALLS.value, 'inter_op_threads': _INTER.value,
+           'intra_op_threads': _INTRA.value, 'malloc_arenas': _ARENAS.value}
+  try:  # a flag not given keeps WorkerConfig's default
+    config = execution.WorkerConfig(**{name: value for name, value in given.items()
+                                       if value is not None})
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -39,7 +39,8 @@ _SCRIPT = textwrap.dedent('''
     first = execution.worker_pids()
     with open(f'/proc/{first[0]}/environ', 'rb') as f:
       worker_env = dict(item.decode().split('=', 1) for item in f.read().split(b'\\0') if b'=' in item)
-    worker_env = {k: v for k, v in worker_env.items() if k.startswith('TF_NUM_') or k == 'MALLOC_ARENA_MAX'}
+    worker_env = {k: v for k, v in worker_env.items()
+                  if k.startswith('TF_NUM_') or k == 'MALLOC_ARENA_MAX'}
     killed = execution.kill_workers()
     after_kill = execution.worker_pids()
     execution.set_execution_context()
@@ -55,7 +56,8 @@ _SCRIPT = textwrap.dedent('''
 @pytest.fixture(scope='module')
 def report():
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  for name in ('TF_NUM_INTEROP_THREADS', 'TF_NUM_INTRAOP_THREADS', 'MALLOC_ARENA_MAX'):  # the defaults set them
+  # The defaults must set these.
+  for name in ('TF_NUM_INTEROP_THREADS', 'TF_NUM_INTRAOP_THREADS', 'MALLOC_ARENA_MAX'):
     env.pop(name, None)
   try:
     proc = subprocess.run([sys.executable, '-c', _SCRIPT], cwd=REPO, env=env, capture_output=True,

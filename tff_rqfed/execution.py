@@ -119,7 +119,8 @@ class WorkerConfig:
       per core). The worker never gives freed memory back (`_WORKER_MALLOC_ENV`), so each arena
       keeps its own high-water mark; with glibc's default the worker's threads spread over up to 16
       arenas on 2 cores and it grew from round to round (GPFedRec with one user per client: about
-      0.3 GB a round at d = 512). One arena per core keeps it flat (`benchmarks/run_memory.py`, `worker_peak_gib_by_round`).
+      0.3 GB a round at d = 512). One arena per core keeps it flat (`benchmarks/run_memory.py`,
+      `worker_peak_gib_by_round`).
 
   The defaults, one client computation per core, one inter-op thread per core and single-threaded
   kernels, are the fastest setting measured (README, "Seconds per round"; FedMF on ML-100k, 2 cores,
@@ -139,9 +140,10 @@ class WorkerConfig:
     if self.max_concurrent_computation_calls == 0 or self.max_concurrent_computation_calls < -1:
       raise ValueError('max_concurrent_computation_calls must be -1 (no limit) or >= 1, got '
                        f'{self.max_concurrent_computation_calls!r}')
-    for name in ('inter_op_threads', 'intra_op_threads', 'malloc_arenas'):
+    for name, library in (('inter_op_threads', 'TensorFlow'), ('intra_op_threads', 'TensorFlow'),
+                          ('malloc_arenas', 'glibc')):
       if getattr(self, name) < 0:
-        raise ValueError(f'{name} must be >= 0 (0: TensorFlow default), got {getattr(self, name)!r}')
+        raise ValueError(f'{name} must be >= 0 (0: {library} default), got {getattr(self, name)!r}')
 
   def worker_environment(self) -> dict[str, str]:
     """Environment variables the worker reads at start."""

@@ -63,6 +63,11 @@ def peak_memory_gib(pid: int) -> float | None:
   return None
 
 
+def _largest(peaks: dict[int, float | None]) -> float | None:
+  """The largest of the peaks read so far, None if none was read."""
+  return max((peak for peak in peaks.values() if peak is not None), default=None)
+
+
 def watch_peaks(process: subprocess.Popen, interval: float,
                 rounds_done: Callable[[], int] | None = None) -> dict[str, float | list | None]:
   """Until `process` exits, every `interval` seconds: its peak memory and the largest peak of the TFF
@@ -80,12 +85,9 @@ def watch_peaks(process: subprocess.Popen, interval: float,
     for pid in worker_pids(process.pid):
       workers[pid] = peak_memory_gib(pid) or workers.get(pid)
     if rounds_done is not None:
-      done = rounds_done()
-      peak = max((value for value in workers.values() if value is not None), default=None)
-      by_round.extend([peak] * (done - len(by_round)))
+      by_round.extend([_largest(workers)] * (rounds_done() - len(by_round)))
     time.sleep(interval)
-  peaks = [peak for peak in workers.values() if peak is not None]
-  result = {'launcher_peak_gib': launcher, 'worker_peak_gib': max(peaks, default=None)}
+  result = {'launcher_peak_gib': launcher, 'worker_peak_gib': _largest(workers)}
   if rounds_done is not None:  # rounds finished after the last read get the last peak read
     by_round.extend([result['worker_peak_gib']] * (rounds_done() - len(by_round)))
     result['worker_peak_gib_by_round'] = by_round
