@@ -199,6 +199,39 @@ def test_logits_of_several_users_equal_each_users_own_numpy_mlp():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_user_blocks_place_each_example_at_its_user_and_rank_among_that_users_examples():
+  index, longest = gpfedrec_model.user_blocks(tf.constant([2, 0, 2, 2, 1, 0], tf.int32))
+  np.testing.assert_array_equal(index.numpy(), [[2, 0], [0, 0], [2, 1], [2, 2], [1, 0], [0, 1]])
+  assert int(longest) == 3
+
+
+def test_logit_gradients_equal_those_of_each_example_computed_alone():
+  # The per-user layout pads each user's examples to the longest; padding must get no gradient.
+  rng = np.random.default_rng(4)
+  personal = tf.constant(gpfedrec_model.initial_personal(
+      np.arange(3), embedding_dim=D, hidden_units=HIDDEN, init_scale=0.5, seed=1))
+  items = tf.constant(rng.normal(size=(6, D)).astype(np.float32))
+  positions = tf.constant([1, 1, 0, 1, 2, 1], tf.int32)
+  weights = tf.constant(rng.normal(size=6).astype(np.float32))
+
+  def gradients(compute):
+    with tf.GradientTape() as tape:
+      tape.watch([personal, items])
+      loss = tf.reduce_sum(weights * compute())
+    return [g.numpy() for g in tape.gradient(loss, [personal, items])]
+
+  def batch():
+    return gpfedrec_model.logits(personal, positions, items, embedding_dim=D, hidden_units=HIDDEN)
+
+  def one_at_a_time():
+    return tf.concat([gpfedrec_model.logits(personal, positions[b:b + 1], items[b:b + 1],
+                                            embedding_dim=D, hidden_units=HIDDEN)
+                      for b in range(6)], axis=0)
+
+  for got, want in zip(gradients(batch), gradients(one_at_a_time)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_initial_personal_depends_on_the_user_not_the_partition():
   a = gpfedrec_model.initial_personal(np.array([5, 6]), embedding_dim=D, hidden_units=HIDDEN,
                                       init_scale=0.1, seed=0)
