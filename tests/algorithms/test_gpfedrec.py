@@ -205,6 +205,14 @@ def test_user_blocks_place_each_example_at_its_user_and_rank_among_that_users_ex
   assert int(longest) == 3
 
 
+def test_an_empty_batch_gives_no_logits():
+  personal = gpfedrec_model.initial_personal(np.arange(2), embedding_dim=D, hidden_units=HIDDEN,
+                                             init_scale=0.1, seed=0)
+  got = gpfedrec_model.logits(personal, tf.zeros([0], tf.int32), tf.zeros([0, D]), embedding_dim=D,
+                              hidden_units=HIDDEN)
+  assert got.shape == (0,)
+
+
 def test_logit_gradients_equal_those_of_each_example_computed_alone():
   # The per-user layout pads each user's examples to the longest; padding must get no gradient.
   rng = np.random.default_rng(4)
