@@ -6,6 +6,9 @@ import os
 import pathlib
 import tempfile
 
+# A run's saved program states (`launchers.simulate --resume`), under its output folder.
+PROGRAM_STATE_DIR = 'program_state'
+
 
 def _umask() -> int:
   mask = os.umask(0)
@@ -22,7 +25,12 @@ def write_atomic(path, text: str) -> None:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False, suffix='.tmp') as f:
-    f.write(text)
     tmp = f.name
+    try:
+      f.write(text)
+    except BaseException:  # a full disk (ENOSPC), say: keep the old file, leave no temporary behind
+      f.close()
+      os.unlink(tmp)
+      raise
   os.chmod(tmp, 0o666 & ~_umask())
   os.replace(tmp, path)

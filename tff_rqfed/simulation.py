@@ -61,10 +61,9 @@ from tff_rqfed.evaluation import item_groups
 from tff_rqfed.evaluation import ranking
 from tff_rqfed.evaluation import similarity_change
 from tff_rqfed import program_state
-from tff_rqfed.results_io import write_atomic
+from tff_rqfed.results_io import PROGRAM_STATE_DIR, write_atomic
 from tff_rqfed.federated import process as process_lib
 
-PROGRAM_STATE_DIR = 'program_state'
 ROUNDS_FILE = 'rounds.csv'
 SIMILARITY_FILE = similarity_change.SIMILARITY_FILE
 TENSORBOARD_DIR = 'tensorboard'

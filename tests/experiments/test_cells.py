@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -99,6 +100,43 @@ def test_a_cell_killed_by_a_signal_is_reported_by_the_signals_name_and_how_to_re
   assert json.loads((tmp_path / 'killed' / 'runner.json').read_text())['returncode'] == -9
 
 
+@dataclasses.dataclass(frozen=True)
+class _FinishingCell(cells.Cell):
+  """A cell whose process saves a program state and then writes a finished run of its flags, or
+  exits with status 3 after the save when `fail`."""
+
+  fail: bool = False
+
+  def command(self, output_dir):
+    script = (f'import json, pathlib, sys; out = pathlib.Path({str(output_dir)!r}); '
+              f'(out / {cells.PROGRAM_STATE_DIR!r} / "arrays_5").mkdir(parents=True); '
+              f'(out / {cells.PROGRAM_STATE_DIR!r} / "arrays_5" / "a.npy").write_bytes(b"x" * 1000); '
+              f'{self.fail} and sys.exit(3); '
+              f'(out / "flags.json").write_text(json.dumps({dict(self.flags)!r})); '
+              f'(out / "summary.json").write_text(json.dumps({{"interrupted": False, "best_round": 5}}))')
+    return [sys.executable, '-c', script]
+
+
+def test_a_finished_cell_drops_its_program_state_which_only_resume_reads(tmp_path):
+  cell = _FinishingCell(name='fedmf-s0', row='FedMF', flags=(('algorithm', 'fedmf'),))
+  assert cells.run_cell(cell, tmp_path / 'fedmf-s0')['best_round'] == 5
+  assert not (tmp_path / 'fedmf-s0' / cells.PROGRAM_STATE_DIR).exists()
+  assert cells.finished_summary(cell, tmp_path / 'fedmf-s0')['best_round'] == 5  # still read, not rerun
+
+
+def test_keep_program_state_keeps_a_finished_cells_saved_states(tmp_path):
+  cell = _FinishingCell(name='fedmf-s0', row='FedMF', flags=(('algorithm', 'fedmf'),))
+  cells.run_cell(cell, tmp_path / 'fedmf-s0', keep_program_state=True)
+  assert (tmp_path / 'fedmf-s0' / cells.PROGRAM_STATE_DIR / 'arrays_5' / 'a.npy').stat().st_size == 1000
+
+
+def test_a_failed_cell_keeps_its_program_state_to_resume_from(tmp_path):
+  cell = _FinishingCell(name='fedmf-s0', row='FedMF', flags=(('algorithm', 'fedmf'),), fail=True)
+  with pytest.raises(cells.CellError, match=r'failed \(exit 3\)'):
+    cells.run_cell(cell, tmp_path / 'fedmf-s0')
+  assert (tmp_path / 'fedmf-s0' / cells.PROGRAM_STATE_DIR / 'arrays_5' / 'a.npy').exists()
+
+
 def test_a_cell_locked_by_another_runner_is_refused_not_run_twice(tmp_path):
   import fcntl
   import os
@@ -150,6 +188,14 @@ def test_runners_merging_into_one_sweep_csv_at_once_keep_every_line(tmp_path, mo
   for thread in threads:
     thread.join()
   assert sorted(pd.read_csv(tmp_path / 'cells.csv')['cell']) == names
+
+
+def test_a_results_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+  cells.write_atomic(tmp_path / 'cells.csv', 'cell\nfedmf-s0\n')
+  with pytest.raises(UnicodeEncodeError):  # fails inside the write, as a full disk (ENOSPC) does
+    cells.write_atomic(tmp_path / 'cells.csv', 'cell\n\ud800\n')
+  assert (tmp_path / 'cells.csv').read_text() == 'cell\nfedmf-s0\n'
+  assert [p.name for p in tmp_path.iterdir()] == ['cells.csv']
 
 
 def test_a_refusal_over_the_learning_rate_names_the_runners_hyperparameter_sets(tmp_path):
