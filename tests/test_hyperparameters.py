@@ -21,12 +21,12 @@ def test_pre_grid_set_is_lr_0_01_without_weight_decay_at_the_same_init_scales():
   assert hyperparameters.defaults('rqfedrec', 'pre_grid')['learning_rate'] == 0.01
   assert hyperparameters.defaults('mf_local', 'pre_grid')['init_scale'] == 0.1
   # Methods the grid has not moved are the same in both sets.
-  for algorithm in ('gpfedrec', 'fedcia', 'mf_local'):
+  for algorithm in ('fedcia', 'mf_local'):
     assert hyperparameters.defaults(algorithm, 'pre_grid') == hyperparameters.defaults(algorithm)
 
 
-def test_the_grid_moved_fedmf_rqfedrec_pfedrec_fedrap_and_fedncf_so_the_two_sets_differ_there():
-  for algorithm in ('fedmf', 'rqfedrec', 'pfedrec', 'fedrap', 'fedncf'):
+def test_the_grid_moved_fedmf_rqfedrec_pfedrec_fedrap_fedncf_and_gpfedrec_so_the_two_sets_differ_there():
+  for algorithm in ('fedmf', 'rqfedrec', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec'):
     assert hyperparameters.defaults(algorithm) != hyperparameters.defaults(algorithm, 'pre_grid')
 
 
