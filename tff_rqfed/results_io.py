@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import tempfile
@@ -24,13 +25,13 @@ def write_atomic(path, text: str) -> None:
   """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False, suffix='.tmp') as f:
-    tmp = f.name
-    try:
-      f.write(text)
-    except BaseException:  # a full disk (ENOSPC), say: keep the old file, leave no temporary behind
-      f.close()
+  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)  # a full disk (ENOSPC) shows here or, buffered, when the file closes
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+  except BaseException:  # keep the old file and leave no temporary behind
+    with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
-      raise
-  os.chmod(tmp, 0o666 & ~_umask())
-  os.replace(tmp, path)
+    raise

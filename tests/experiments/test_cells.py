@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import sys
 
 import pytest
@@ -194,6 +196,20 @@ def test_a_results_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temp
   cells.write_atomic(tmp_path / 'cells.csv', 'cell\nfedmf-s0\n')
   with pytest.raises(UnicodeEncodeError):  # fails inside the write, as a full disk (ENOSPC) does
     cells.write_atomic(tmp_path / 'cells.csv', 'cell\n\ud800\n')
+  assert (tmp_path / 'cells.csv').read_text() == 'cell\nfedmf-s0\n'
+  assert [p.name for p in tmp_path.iterdir()] == ['cells.csv']
+
+
+def test_a_results_write_that_fails_after_writing_keeps_the_old_file_and_leaves_no_temporary(
+    tmp_path, monkeypatch):
+  cells.write_atomic(tmp_path / 'cells.csv', 'cell\nfedmf-s0\n')
+
+  def full_disk(*args):  # a buffered write's ENOSPC surfaces after `write` returned
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(os, 'replace', full_disk)
+  with pytest.raises(OSError, match='No space left'):
+    cells.write_atomic(tmp_path / 'cells.csv', 'cell\nrqfedrec-s0\n')
   assert (tmp_path / 'cells.csv').read_text() == 'cell\nfedmf-s0\n'
   assert [p.name for p in tmp_path.iterdir()] == ['cells.csv']
 
