@@ -123,7 +123,8 @@ def _plan(output_dir: pathlib.Path) -> tuple[list[cells_lib.Cell], list[cells_li
   if _QUICK.value:
     dataset_flags, extra = quick.write_dataset(output_dir / 'data'), quick.EXTRA_FLAGS
   else:
-    dataset_flags, extra = {'dataset': _DATASET.value}, None
+    dataset_flags = {'dataset': _DATASET.value}
+    extra = tables.DATASET_MEMORY_FLAGS.get(_DATASET.value)  # e.g. GPFedRec's shards on ML-1M
   if _ROUNDS.value is not None:
     dataset_flags['rounds'] = _ROUNDS.value
   if _GRID.value:

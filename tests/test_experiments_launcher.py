@@ -290,3 +290,15 @@ def test_the_runner_imports_no_tensorflow_so_a_refused_request_answers_at_once()
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip() == '[]'
+
+
+def test_ml1m_gpfedrec_cells_run_in_the_client_shards_that_bound_their_memory(tmp_path):
+  command = [sys.executable, '-m', 'launchers.experiments', '--dataset=ml-1m', '--table=2',
+             '--methods=gpfedrec,fedmf', '--seeds=0', '--dry_run', '--progress=false',
+             f'--output_dir={tmp_path}']
+  proc = _ok(subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')))
+  commands = {line.split('\t')[0]: line.split('\t')[2].split(' ') for line in proc.stdout.splitlines()}
+  assert '--client_shards=4' in commands['gpfedrec-s0']
+  assert not any(arg.startswith('--client_shards') for arg in commands['fedmf-s0'])
+  assert list(tmp_path.iterdir()) == []  # a dry run writes nothing

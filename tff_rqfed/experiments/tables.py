@@ -27,6 +27,14 @@ METRICS = ('recall@10', 'mrr@10', 'ndcg@10')
 PER_USER_SHARDS = 8  # Table 3's client shards (see SPECS['table3'])
 FEDRAP_PER_USER_SHARDS = 32  # FedRAP's, whose clients each train three I x d tables (see SPECS['table3'])
 GPFEDREC_PER_USER_SHARDS = 32  # GPFedRec's, whose shards also carry each client's target R_k in
+# Flags that bound a cell's memory on one dataset, by algorithm (`launchers.experiments` passes them
+# to `cells` as `extra`): they change how a round runs, not what it computes (a sharded sum equals the
+# whole one up to float rounding, federated.sharding). Measured with `benchmarks.run_memory` (2 rounds, d = 512, 100 clients,
+# 24 GiB machine): GPFedRec on ML-1M as one computation peaks at 7.8 GiB in the launcher and 14.9 in
+# the worker, too close to the machine's size for a whole run, so it runs in 4 shards of 25 clients.
+DATASET_MEMORY_FLAGS: dict[str, dict[str, dict[str, object]]] = {
+    'ml-1m': {'gpfedrec': {'client_shards': 4}},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,8 +221,8 @@ def cells(name: str, *, dataset_flags: dict, seeds, methods=None, extra=None,
   """The cells of table or figure `name`: every row (or those whose stem is in `methods`), every seed.
 
   `dataset_flags` (e.g. `{'dataset': 'ml-100k'}`) go to every cell; `extra` maps an algorithm to
-  more flags (the quick mode's small codebooks); `hyperparameter_set` names the learning rates and
-  weight decays (`hyperparameters.SETS`).
+  more flags (the quick mode's small codebooks, a dataset's `DATASET_MEMORY_FLAGS`);
+  `hyperparameter_set` names the learning rates and weight decays (`hyperparameters.SETS`).
   """
   spec = spec_of(name)
   rows = [row for row in spec['rows'] if methods is None or row.stem in methods]
