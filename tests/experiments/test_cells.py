@@ -204,7 +204,7 @@ def test_a_results_write_that_fails_after_writing_keeps_the_old_file_and_leaves_
     tmp_path, monkeypatch):
   cells.write_atomic(tmp_path / 'cells.csv', 'cell\nfedmf-s0\n')
 
-  def full_disk(*args):  # a buffered write's ENOSPC surfaces after `write` returned
+  def full_disk(*args):  # fails after `write` returned, as a buffered ENOSPC at close or the rename may
     raise OSError(errno.ENOSPC, 'No space left on device')
 
   monkeypatch.setattr(os, 'replace', full_disk)

@@ -29,9 +29,10 @@ FEDRAP_PER_USER_SHARDS = 32  # FedRAP's, whose clients each train three I x d ta
 GPFEDREC_PER_USER_SHARDS = 32  # GPFedRec's, whose shards also carry each client's target R_k in
 # Flags that bound a cell's memory on one dataset, by algorithm (`launchers.experiments` passes them
 # to `cells` as `extra`): they change how a round runs, not what it computes (a sharded sum equals the
-# whole one up to float rounding, federated.sharding). Measured with `benchmarks.run_memory` (2 rounds, d = 512, 100 clients,
-# 24 GiB machine): GPFedRec on ML-1M as one computation peaks at 7.8 GiB in the launcher and 14.9 in
-# the worker, too close to the machine's size for a whole run, so it runs in 4 shards of 25 clients.
+# whole one up to float rounding, federated.sharding). Measured with `benchmarks.run_memory` (2 rounds,
+# d = 512, 100 clients, 24 GiB machine): GPFedRec on ML-1M as one computation peaks at 7.8 GiB in the
+# launcher and 14.9 in the worker, too close to the machine's size for a whole run, so it runs in 4
+# shards of 25 clients (a whole run then peaked at 5.4 + 8.2 GB; docs/RESULTS.md "ML-1M").
 DATASET_MEMORY_FLAGS: dict[str, dict[str, dict[str, object]]] = {
     'ml-1m': {'gpfedrec': {'client_shards': 4}},
 }
