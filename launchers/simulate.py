@@ -175,6 +175,10 @@ _PFEDREC_ITEM_LR_SCALE = flags.DEFINE_float(
 # FedRAP (additive personalisation).
 _FEDRAP_LAMBDA = flags.DEFINE_float('fedrap_lambda', fedrap.DEFAULT_LAMBDA, 'FedRAP: lambda, weight of -MSE(D, C).')
 _FEDRAP_MU = flags.DEFINE_float('fedrap_mu', fedrap.DEFAULT_MU, 'FedRAP: mu, weight of L1(C).')
+_FEDRAP_PERSONAL_LR_SCALE = flags.DEFINE_float(
+    'fedrap_personal_lr_scale', 1.0,
+    'FedRAP: learning rate of the private table D over --learning_rate (1: as FedRAP\'s code; 0: D '
+    'frozen at its initialisation, an ablation).', lower_bound=0.0)
 _FEDRAP_SCHEDULE = flags.DEFINE_enum(
     'fedrap_schedule', fedrap.DEFAULT_SCHEDULE, list(fedrap.SCHEDULES),
     "FedRAP: 'tanh' (the paper's increasing lambda, mu) or 'fixed' (the released code).")
@@ -287,7 +291,8 @@ def build_process(dataset, seed: int, num_clients: int, *, text_embeddings=None)
     return fedncf.build_fedncf(hidden_units=_hidden_units(_NCF_HIDDEN), **common)
   if _ALGORITHM.value == 'fedrap':
     return fedrap.build_fedrap(lam=_FEDRAP_LAMBDA.value, mu=_FEDRAP_MU.value,
-                               schedule=_FEDRAP_SCHEDULE.value, **common)
+                               schedule=_FEDRAP_SCHEDULE.value,
+                               personal_lr_scale=_FEDRAP_PERSONAL_LR_SCALE.value, **common)
   if _ALGORITHM.value == 'gpfedrec':
     return gpfedrec.build_gpfedrec(
         num_clients=num_clients, hidden_units=_hidden_units(_GPFEDREC_HIDDEN),
@@ -523,6 +528,14 @@ def _prepare(output_dir: pathlib.Path):
   flag_values = _flag_values()
   check_algorithm_flags()
   check_output_dir(output_dir, flag_values)
+  dataset, split, clients, process, inputs = build_run()
+  note_users_without_interactions(split)
+  return flag_values, dataset, split, clients, process, inputs
+
+
+def build_run():
+  """(dataset, split, clients, process, inputs) the flags describe, checked; clients and process
+  are None for mostpop. Also what `launchers.fedrap_parts` rebuilds a finished run from."""
   dataset = load_dataset()
   split = protocols.make_split(dataset, protocol=_PROTOCOL.value, seed=_SEED.value)
   split = noise.inject_noise(split, ratio=_NOISE_RATIO.value, seed=_SEED.value)
@@ -537,8 +550,7 @@ def _prepare(output_dir: pathlib.Path):
     process = build_process(dataset, _SEED.value, num_clients=len(clients),
                             text_embeddings=inputs.get('text_embeddings'))
     check_process_flags(process)
-  note_users_without_interactions(split)
-  return flag_values, dataset, split, clients, process, inputs
+  return dataset, split, clients, process, inputs
 
 
 def main(argv):

@@ -100,6 +100,21 @@ def test_a_missing_array_file_is_an_error_naming_it(tmp_path):
     asyncio.run(manager.load_latest(_state(0)))
 
 
+def test_memory_mapped_loading_reads_the_side_arrays_read_only_and_exactly(tmp_path):
+  saved = _state(1)
+  asyncio.run(_manager(tmp_path).save(saved, 1))
+  loaded, _ = asyncio.run(_manager(tmp_path, mmap_mode='r').load_latest(_state(0)))
+  _assert_same(loaded, saved)
+  assert isinstance(loaded['client_messages'], np.memmap)
+  assert not loaded['client_messages'].flags.writeable
+  assert not isinstance(loaded['client_states'][0], np.memmap)  # small arrays live in the SavedModel
+
+
+def test_a_writing_mmap_mode_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="mmap_mode must be None, 'r' or 'c'.*got 'r\\+'"):
+    program_state.ArrayFileProgramStateManager(tmp_path, mmap_mode='r+')
+
+
 def test_negative_min_bytes_is_refused(tmp_path):
   with pytest.raises(ValueError, match='min_bytes must be >= 0, got -1'):
     program_state.ArrayFileProgramStateManager(tmp_path, min_bytes=-1)

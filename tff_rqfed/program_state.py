@@ -39,15 +39,23 @@ class MissingArrayError(FileNotFoundError):
 
 class ArrayFileProgramStateManager(tff.program.FileProgramStateManager):
   """A `tff.program.FileProgramStateManager` that saves NumPy arrays of `min_bytes` or more as
-  `.npy` files beside each version (see the module docstring); other arguments as TFF's."""
+  `.npy` files beside each version (see the module docstring); other arguments as TFF's.
 
-  def __init__(self, root_dir: str | os.PathLike, *, min_bytes: int | None = None, **kwargs):
+  `mmap_mode` ('r' for read-only) loads the side arrays memory-mapped (`np.load`'s `mmap_mode`): a
+  reader that looks at one client's table at a time then never holds them all in memory.
+  """
+
+  def __init__(self, root_dir: str | os.PathLike, *, min_bytes: int | None = None,
+               mmap_mode: str | None = None, **kwargs):
     if min_bytes is None:
       min_bytes = DEFAULT_MIN_BYTES
     if min_bytes < 0:
       raise ValueError(f'min_bytes must be >= 0, got {min_bytes!r}')
+    if mmap_mode not in (None, 'r', 'c'):
+      raise ValueError(f"mmap_mode must be None, 'r' or 'c' (loading never writes), got {mmap_mode!r}")
     super().__init__(root_dir, **kwargs)
     self._min_bytes = min_bytes
+    self._mmap_mode = mmap_mode
 
   def arrays_dir(self, version: int) -> pathlib.Path:
     """Where version `version`'s side arrays are: `<root_dir>/arrays_<version>/<index>.npy`."""
@@ -108,7 +116,7 @@ class ArrayFileProgramStateManager(tff.program.FileProgramStateManager):
       if not path.exists():
         raise MissingArrayError(f'{path}: array file of saved program state version {version} '
                                 'is missing; pass --overwrite to start the run again')
-      return np.load(path, allow_pickle=False)
+      return np.load(path, allow_pickle=False, mmap_mode=self._mmap_mode)
 
     return tf.nest.map_structure(restore, saved)
 

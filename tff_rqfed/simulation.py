@@ -168,11 +168,11 @@ class _Checkpoints:
   each written to a temporary folder and renamed, so a kill never leaves a half-written version).
   """
 
-  def __init__(self, output_dir: pathlib.Path, every: int):
+  def __init__(self, output_dir: pathlib.Path, every: int, *, mmap_mode: str | None = None):
     self.every = every
     self.root = output_dir / PROGRAM_STATE_DIR
     self.manager = program_state.ArrayFileProgramStateManager(self.root, keep_total=2,
-                                                              keep_first=False)
+                                                              keep_first=False, mmap_mode=mmap_mode)
 
   def load_latest(self, initial: _Progress) -> tuple[_Progress, int]:
     try:
@@ -313,6 +313,35 @@ def _initial_progress(process, clients, split, *, keep_best_states: bool, score:
       state=state, client_states=client_states, best_scores=scores,
       best_state=state if keep_best_states else [],
       best_client_states=client_states if keep_best_states else [])
+
+
+def load_saved_state(output_dir, process: process_lib.RecommenderProcess, clients, *,
+                     keep_best_states: bool = False):
+  """(state, client_states, round_num) of the last program state a run saved in `output_dir`.
+
+  For looking into a run's private state after the fact (`launchers.fedrap_parts`); nothing is
+  trained. The large arrays are memory-mapped read-only, so a reader that takes one client at a time
+  never holds them all (FedRAP's 943 tables D are 3.2 GB with one user per client). The saved
+  structure is that of `process` on `clients`, every client state shaped like the first client's
+  initial state; `keep_best_states` is the run's `--attack` (it also saved the best round's states).
+
+  Raises:
+    FileNotFoundError: nothing is saved in `output_dir`.
+    StateMismatchError: what is saved is not the structure of `process` on `clients`.
+  """
+  output_dir = pathlib.Path(output_dir)
+  checkpoints = _Checkpoints(output_dir, every=0, mmap_mode='r')
+  state = process.initialize()
+  one_client = process.initial_client_states(clients[:1])[0]
+  structure = _Progress(
+      state=state, client_states=[one_client] * len(clients), best_scores=np.zeros((0, 0), np.float32),
+      best_state=state if keep_best_states else [],
+      best_client_states=[one_client] * len(clients) if keep_best_states else [])
+  progress, version = checkpoints.load_latest(structure)
+  if not version:
+    raise FileNotFoundError(f'{checkpoints.root}: no saved program state (the run saves one every '
+                            '--checkpoint_every rounds)')
+  return progress.state, progress.client_states, version
 
 
 def run_simulation(

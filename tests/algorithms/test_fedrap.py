@@ -142,6 +142,32 @@ def test_fedrap_scores_are_each_users_score_function_on_its_clients_d_plus_the_g
   assert not np.allclose(scores[user], other @ score_function[:D] + score_function[D], atol=1e-3)
 
 
+def test_part_scores_split_fedraps_score_into_its_global_and_personal_tables(planted_problem, fedrap_run):
+  _, clients = planted_problem
+  process, (state, client_states, _) = fedrap_run
+  parts = fedrap.part_scores(state, client_states, clients, NUM_USERS)
+  assert tuple(parts) == fedrap.PARTS
+  np.testing.assert_allclose(parts['personal + global'],
+                             process.scores(state, client_states, clients, NUM_USERS), rtol=1e-5, atol=1e-5)
+  user, k, row = 5, 1, 1
+  score_function = np.asarray(client_states[k]['score_functions'])[row]
+  common = np.asarray(state['item_commonality'])
+  np.testing.assert_allclose(parts['global'][user], common @ score_function[:D] + score_function[D],
+                             rtol=1e-5, atol=1e-6)
+  biases = np.concatenate([np.asarray(s['score_functions'])[:, -1] for s in client_states])
+  np.testing.assert_allclose(parts['global'] + parts['personal'] - biases[:, None],
+                             parts['personal + global'], rtol=1e-5, atol=1e-5)
+
+
+def test_mean_magnitudes_are_the_mean_absolute_values_of_c_and_of_the_clients_d(fedrap_run):
+  _, (state, client_states, _) = fedrap_run
+  got = fedrap.mean_magnitudes(state, client_states)
+  assert got['global'] == pytest.approx(np.abs(np.asarray(state['item_commonality'])).mean())
+  assert got['personal'] == pytest.approx(np.mean(
+      [np.abs(np.asarray(s['personal_items'])).mean() for s in client_states]))
+  assert got['personal'] > 0 and got['global'] > 0
+
+
 def _sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
@@ -187,19 +213,35 @@ def test_regulariser_weights_follow_tanh_of_the_round_or_stay_fixed(tff_context,
   np.testing.assert_array_equal(np.asarray(tanh['item_commonality']), common)
 
 
-def _train_one_client(lam, mu):
-  """(D, C) after local training of one client of 2 users from fixed tables."""
+def _initial_tables():
+  """(score_functions, D, C) of one client of 2 users, fixed."""
   rng = np.random.default_rng(0)
-  scores = rng.normal(0, 0.1, (2, D + 1)).astype(np.float32)
-  personal = rng.normal(0, 0.1, (NUM_ITEMS, D)).astype(np.float32)
-  common = rng.normal(0, 0.1, (NUM_ITEMS, D)).astype(np.float32)
+  return (rng.normal(0, 0.1, (2, D + 1)).astype(np.float32),
+          rng.normal(0, 0.1, (NUM_ITEMS, D)).astype(np.float32),
+          rng.normal(0, 0.1, (NUM_ITEMS, D)).astype(np.float32))
+
+
+def _train_one_client(lam, mu, **options):
+  """(D, C) after local training of one client of 2 users from `_initial_tables`."""
+  scores, personal, common = _initial_tables()
   local_users = np.array([0, 0, 0, 1, 1, 1], np.int32)
   items = np.array([1, 2, 3, 2, 5, 7], np.int32)
   _, personal, common, _, _ = fedrap_model.train_local(
       scores, personal, common, local_users, items, np.array([0, 1], np.int32),
       lam=tf.constant(lam), mu=tf.constant(mu), epochs=5, batch_size=8, num_negatives=2,
-      learning_rate=0.05)
+      learning_rate=0.05, **options)
   return personal.numpy(), common.numpy(), np.unique(items)
+
+
+def test_personal_lr_scale_zero_freezes_d_and_a_smaller_scale_moves_it_less_while_c_trains():
+  _, start_d, start_c = _initial_tables()
+  base_d, base_c, positives = _train_one_client(0.1, 0.1)
+  frozen_d, frozen_c, _ = _train_one_client(0.1, 0.1, personal_lr_scale=0.0)
+  slow_d, _, _ = _train_one_client(0.1, 0.1, personal_lr_scale=0.1)
+  np.testing.assert_array_equal(frozen_d, start_d)
+  moved = lambda table, start: np.abs(table[positives] - start[positives]).mean()
+  assert moved(frozen_c, start_c) > 0.5 * moved(base_c, start_c)
+  assert 0 < moved(slow_d, start_d) < 0.3 * moved(base_d, start_d)
 
 
 def test_local_training_pushes_d_away_from_c_with_lambda_and_shrinks_c_with_mu():
@@ -249,6 +291,7 @@ def test_fedrap_communication_is_the_commonality_table_each_way():
     (dict(lam=-0.1), 'lam must be >= 0, got -0.1'),
     (dict(mu=-1.0), 'mu must be >= 0, got -1.0'),
     (dict(schedule='cosine'), "unknown schedule 'cosine'"),
+    (dict(personal_lr_scale=-0.5), 'personal_lr_scale must be >= 0, got -0.5'),
 ])
 def test_build_fedrap_rejects_bad_options(options, message):
   with pytest.raises(ValueError, match=message):

@@ -76,31 +76,35 @@ def regulariser_weights(round_num, *, lam: float, mu: float, schedule: str):
   return lam * factor, mu * factor
 
 
-def client_update(payload, client_state, data, *, training: cw.LocalTraining):
+def client_update(payload, client_state, data, *, training: cw.LocalTraining,
+                  personal_lr_scale: float = 1.0):
   """One client's round: trains its score functions, its D and a copy of C; uploads the copy.
 
   Args:
     payload: OrderedDict(item_commonality=float32[I, d] C, lam=float32, mu=float32) the broadcast.
     client_state: OrderedDict(score_functions=float32[U_k, d + 1], personal_items=float32[I, d]).
     data: the client's positives and seed (`process.client_data_type`).
+    personal_lr_scale: D's learning rate over `training.learning_rate` (`build_fedrap`).
   """
   scores, personal, common, loss, bce = fedrap_model.train_local(
       client_state['score_functions'], client_state['personal_items'], payload['item_commonality'],
       data['local_users'], data['items'], data['seed'], lam=payload['lam'], mu=payload['mu'],
       epochs=training.epochs, batch_size=training.batch_size, num_negatives=training.num_negatives,
       learning_rate=training.learning_rate, weight_decay=training.weight_decay,
-      excluded_items=data['excluded_items'])
+      excluded_items=data['excluded_items'], personal_lr_scale=personal_lr_scale)
   return process.ClientOutput(
       upload=common, weight=cw.example_weight(data),
       client_state=collections.OrderedDict(score_functions=scores, personal_items=personal),
       metrics=cw.metrics(loss=loss, bce=bce))
 
 
-def _validate(*, lam: float, mu: float, schedule: str) -> None:
+def _validate(*, lam: float, mu: float, schedule: str, personal_lr_scale: float) -> None:
   if not lam >= 0:
     raise ValueError(f'lam must be >= 0, got {lam!r}')
   if not mu >= 0:
     raise ValueError(f'mu must be >= 0, got {mu!r}')
+  if not personal_lr_scale >= 0:
+    raise ValueError(f'personal_lr_scale must be >= 0, got {personal_lr_scale!r}')
   if schedule not in SCHEDULES:
     raise ValueError(f'unknown schedule {schedule!r}; valid: {list(SCHEDULES)}')
 
@@ -115,6 +119,7 @@ def build_fedrap(
     lam: float = DEFAULT_LAMBDA,
     mu: float = DEFAULT_MU,
     schedule: str = DEFAULT_SCHEDULE,
+    personal_lr_scale: float = 1.0,
 ) -> process.RecommenderProcess:
   """Builds FedRAP as a `RecommenderProcess` (unweighted mean of the uploaded C).
 
@@ -122,8 +127,13 @@ def build_fedrap(
     lam, mu: FedRAP's lambda (weight of -MSE(D, C)) and mu (weight of L1(C)); 0.1 each in `train.py`.
     schedule: 'tanh' (the paper's increasing curriculum) or 'fixed' (the released code); see the
       module docstring.
+    personal_lr_scale: D's learning rate is `training.learning_rate` times this. 1 is FedRAP's code
+      (one rate, `lr_args`, for D and C); 0 keeps every D at its initialisation, so C alone is
+      learned (an ablation: FedRAP without its personal table); values between slow D down. Not in
+      FedRAP's code or paper: added to test why FedRAP fails with one user per client
+      (docs/RESULTS.md, Table 3).
   """
-  _validate(lam=lam, mu=mu, schedule=schedule)
+  _validate(lam=lam, mu=mu, schedule=schedule, personal_lr_scale=personal_lr_scale)
   d = embedding_dim
   item_type = tff.TensorType(np.float32, [num_items, d])
   state_type = tff.types.to_type(collections.OrderedDict(
@@ -136,7 +146,7 @@ def build_fedrap(
     lam_t, mu_t = regulariser_weights(state['round_num'], lam=lam, mu=mu, schedule=schedule)
     return collections.OrderedDict(item_commonality=state['item_commonality'], lam=lam_t, mu=mu_t)
 
-  client_fn = functools.partial(client_update, training=training)
+  client_fn = functools.partial(client_update, training=training, personal_lr_scale=personal_lr_scale)
 
   @tff.tensorflow.computation(state_type, item_type)
   def server_update(state, mean_commonality):
@@ -187,3 +197,35 @@ def fedrap_scores(state, client_states, clients, num_users: int) -> np.ndarray:
     items = np.asarray(client_state['personal_items']) + common
     result[client.user_ids] = score_rows[:, :-1] @ items.T + score_rows[:, -1:]
   return result
+
+
+# The additive parts of a user's item table that `part_scores` scores with.
+PARTS = ('personal + global', 'global', 'personal')
+
+
+def part_scores(state, client_states, clients, num_users: int) -> dict[str, np.ndarray]:
+  """float32[U, I] scores of every user from each additive part of its item table (`PARTS`).
+
+  'personal + global' is FedRAP's own score w_u . (D_k + C) + b_u (`fedrap_scores`), 'global' the
+  shared table alone, w_u . C + b_u, and 'personal' the client's private table alone, w_u . D_k + b_u,
+  each with the user's own score function. Which part carries a ranking, looked at after a run
+  (`launchers.fedrap_parts`): the bias is in every part, so 'personal + global' = 'global' +
+  'personal' - b_u. `client_states` may be memory-mapped: one client's D is read at a time.
+  """
+  common = np.asarray(state['item_commonality'])
+  result = {part: np.zeros((num_users, common.shape[0]), np.float32) for part in PARTS}
+  for client_state, client in zip(client_states, clients):
+    score_rows = np.asarray(client_state['score_functions'])
+    weights, bias = score_rows[:, :-1], score_rows[:, -1:]
+    personal = np.asarray(client_state['personal_items'])
+    for part, items in zip(PARTS, (personal + common, common, personal)):
+      result[part][client.user_ids] = weights @ items.T + bias
+  return result
+
+
+def mean_magnitudes(state, client_states) -> dict[str, float]:
+  """Mean |value| of the global table C and of the clients' private tables D (mean over clients):
+  how much each part weighs in `part_scores`' 'personal + global'."""
+  personal = [float(np.mean(np.abs(np.asarray(s['personal_items'])))) for s in client_states]
+  return {'global': float(np.mean(np.abs(np.asarray(state['item_commonality'])))),
+          'personal': float(np.mean(personal))}

@@ -55,11 +55,13 @@ def objective(labels, score_rows, personal_rows, common_rows, *, lam, mu):
 
 def train_local(score_functions, personal, common, local_users, positives, seed, *, lam, mu,
                 epochs: int, batch_size: int, num_negatives: int, learning_rate: float,
-                weight_decay: float = 0.0, excluded_items=None):
+                weight_decay: float = 0.0, excluded_items=None, personal_lr_scale: float = 1.0):
   """Minimises `objective` on one client's data with row-sparse Adam on all three tables.
 
   Adam's moments start at zero (one optimiser per call); `weight_decay` is added to the gradient of
-  the rows a batch touches (PyTorch Adam convention, as `mf.row_sparse_adam`).
+  the rows a batch touches (PyTorch Adam convention, as `mf.row_sparse_adam`). D's learning rate is
+  `learning_rate * personal_lr_scale` (FedRAP's code uses one rate, `lr_args`, for D and C: scale 1;
+  0 keeps D at its initial value).
 
   Args:
     score_functions: float32[U_k, d + 1] the client's private per-user (weight ; bias) rows.
@@ -81,6 +83,7 @@ def train_local(score_functions, personal, common, local_users, positives, seed,
   batch_users, batch_items, labels = examples.users, examples.items, examples.labels
   touched, compact_items = tf.unique(batch_items)
   adam = dict(learning_rate=learning_rate, weight_decay=weight_decay, in_place=True)
+  personal_adam = dict(adam, learning_rate=learning_rate * personal_lr_scale)
 
   def body(step, s_t, sm, sv, d_t, dm, dv, c_t, cm, cv, loss_sum, bce_sum):
     start, end = examples.batch(step)
@@ -92,7 +95,7 @@ def train_local(score_functions, personal, common, local_users, positives, seed,
     grad_w, grad_p, grad_c = tape.gradient(loss, [w, p, c])
     t = tf.cast(step + 1, tf.float32)
     s_t, sm, sv = mf.row_sparse_adam(s_t, sm, sv, bu, grad_w, step=t, **adam)
-    d_t, dm, dv = mf.row_sparse_adam(d_t, dm, dv, bi, grad_p, step=t, **adam)
+    d_t, dm, dv = mf.row_sparse_adam(d_t, dm, dv, bi, grad_p, step=t, **personal_adam)
     c_t, cm, cv = mf.row_sparse_adam(c_t, cm, cv, bi, grad_c, step=t, **adam)
     return step + 1, s_t, sm, sv, d_t, dm, dv, c_t, cm, cv, loss_sum + loss, bce_sum + bce
 
