@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -38,7 +37,7 @@ from tff_rqfed.data import interactions
 OUTPUT_FILE = 'fedrap_parts.json'
 
 
-def restore_run_flags(output_dir: pathlib.Path) -> dict:
+def restore_run_flags(output_dir: pathlib.Path) -> None:
   """Sets every launcher flag but --output_dir to the run's value in `output_dir`/flags.json."""
   path = output_dir / 'flags.json'
   try:
@@ -52,7 +51,6 @@ def restore_run_flags(output_dir: pathlib.Path) -> dict:
   for name, value in values.items():
     if name != 'output_dir' and name in flags.FLAGS:
       flags.FLAGS[name].value = value
-  return values
 
 
 def evaluate_parts(parts: dict, split, *, k: int = 10) -> dict:
@@ -88,8 +86,7 @@ def main(argv):
         output_dir, process, clients, keep_best_states=bool(flags.FLAGS.attack))
   except (app.UsageError, interactions.DataError, simulation.StateMismatchError,
           FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)  # one line, exit status 2, nothing written (as simulate)
-    sys.exit(2)
+    simulate.fail(e)
   parts = fedrap.part_scores(state, client_states, clients, split.num_users)
   result = {'output_dir': str(output_dir), 'round': round_num,
             'mean_abs_value': fedrap.mean_magnitudes(state, client_states),

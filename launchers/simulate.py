@@ -355,7 +355,7 @@ def run_mostpop(dataset, split, output_dir, environment_record: dict):
   return summary
 
 
-def _fail(message) -> None:
+def fail(message) -> None:
   """Bad input: one line on stderr, exit status 2, nothing written in the output folder."""
   print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
@@ -366,7 +366,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(e)
+    fail(e)
 
 
 def _flag_values() -> dict:
@@ -419,7 +419,7 @@ def start_workers():
   try:
     return execution.remote_workers(spec, timeout_s=_WORKER_TIMEOUT.value)
   except execution.WorkerError as e:
-    _fail(f'--workers: {e}')
+    fail(f'--workers: {e}')
 
 
 # Flags that do not change a run's results: a folder's run is the same run whatever their values.
@@ -559,7 +559,7 @@ def main(argv):
   try:
     flag_values, dataset, split, clients, process, inputs = _prepare(output_dir)
   except (app.UsageError, interactions.DataError) as e:
-    _fail(e)
+    fail(e)
   results_io.write_atomic(output_dir / 'flags.json', json.dumps(flag_values, indent=2, sort_keys=True))
   seed = _SEED.value
   if process is None:
@@ -588,7 +588,7 @@ def main(argv):
           on_finish=finish_summary(process, clients, dataset.num_items), workers=workers,
       )
     except simulation.StateMismatchError as e:  # --resume of a state this run cannot load
-      _fail(e)
+      fail(e)
     except execution.WorkerError as e:  # not bad input, but one line too; saved rounds are kept
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)

@@ -190,21 +190,17 @@ def fedrap_scores(state, client_states, clients, num_users: int) -> np.ndarray:
 
   `state` is a round's server state (its `item_commonality` is C: float32[I, d]).
   """
-  common = np.asarray(state['item_commonality'])
-  result = np.zeros((num_users, common.shape[0]), np.float32)
-  for client_state, client in zip(client_states, clients):
-    score_rows = np.asarray(client_state['score_functions'])
-    items = np.asarray(client_state['personal_items']) + common
-    result[client.user_ids] = score_rows[:, :-1] @ items.T + score_rows[:, -1:]
-  return result
+  return part_scores(state, client_states, clients, num_users, parts=(WHOLE,))[WHOLE]
 
 
-# The additive parts of a user's item table that `part_scores` scores with.
-PARTS = ('personal + global', 'global', 'personal')
+# The additive parts of a user's item table that `part_scores` scores with; WHOLE is FedRAP's own.
+WHOLE = 'personal + global'
+PARTS = (WHOLE, 'global', 'personal')
 
 
-def part_scores(state, client_states, clients, num_users: int) -> dict[str, np.ndarray]:
-  """float32[U, I] scores of every user from each additive part of its item table (`PARTS`).
+def part_scores(state, client_states, clients, num_users: int,
+                parts: tuple[str, ...] = PARTS) -> dict[str, np.ndarray]:
+  """float32[U, I] scores of every user from each additive part of its item table (`parts`).
 
   'personal + global' is FedRAP's own score w_u . (D_k + C) + b_u (`fedrap_scores`), 'global' the
   shared table alone, w_u . C + b_u, and 'personal' the client's private table alone, w_u . D_k + b_u,
@@ -213,13 +209,14 @@ def part_scores(state, client_states, clients, num_users: int) -> dict[str, np.n
   'personal' - b_u. `client_states` may be memory-mapped: one client's D is read at a time.
   """
   common = np.asarray(state['item_commonality'])
-  result = {part: np.zeros((num_users, common.shape[0]), np.float32) for part in PARTS}
+  result = {part: np.zeros((num_users, common.shape[0]), np.float32) for part in parts}
   for client_state, client in zip(client_states, clients):
     score_rows = np.asarray(client_state['score_functions'])
     weights, bias = score_rows[:, :-1], score_rows[:, -1:]
     personal = np.asarray(client_state['personal_items'])
-    for part, items in zip(PARTS, (personal + common, common, personal)):
-      result[part][client.user_ids] = weights @ items.T + bias
+    tables = {WHOLE: lambda: personal + common, 'global': lambda: common, 'personal': lambda: personal}
+    for part in parts:
+      result[part][client.user_ids] = weights @ tables[part]().T + bias
   return result
 
 
