@@ -1,4 +1,6 @@
-r"""How much of a round's item update a codebook upload can carry (diagnosis for README "Results").
+r"""How much of a round's item update a codebook upload can carry.
+
+A diagnosis for the README's "Where the feature-indexed paradigm loses ground".
 
   .venv/bin/python -m benchmarks.codebook_span [--embedding_dim=512] [--seed=0]
 

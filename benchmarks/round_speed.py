@@ -56,7 +56,7 @@ from tff_rqfed.models import mf
 from tff_rqfed.semantic import encoders
 
 ALGORITHMS = ('fedmf', 'rqfedrec', 'mf_local', 'fedncf', 'pfedrec', 'fedrap', 'fedrlm_con', 'fedrlm_gen')
-DEFAULT_ALGORITHMS = ALGORITHMS[:6]  # FedRLM only when asked: its rounds are slow (README, Table 5)
+DEFAULT_ALGORITHMS = ALGORITHMS[:6]  # FedRLM only when asked: its rounds are slow (docs/RESULTS.md, Table 5)
 BASELINES = {'fedncf': fedncf.build_fedncf, 'pfedrec': pfedrec.build_pfedrec, 'fedrap': fedrap.build_fedrap}
 TEXT_ALGORITHMS = ('rqfedrec', 'fedrlm_con', 'fedrlm_gen')  # they read the items' text embeddings
 _ALGORITHMS = flags.DEFINE_list('algorithms', list(DEFAULT_ALGORITHMS), f'Subset of {ALGORITHMS}.')

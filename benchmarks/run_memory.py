@@ -11,7 +11,7 @@ it started (`worker_processes.watch_peaks`), keeping the last value read while e
 Writes JSON (`--output`) and prints one line: the launcher's and the worker's peak in GiB, the run's
 seconds, its exit status and the rounds it ran (`rounds.csv`). The memory a run needs is about
 the sum of the two peaks: size a machine or the runs beside it with it (docs/RESULTS.md, Table 3;
-README, "Seconds per round").
+docs/SPEED.md, "Seconds per round").
 
 The JSON also has the worker's peak after each round (`worker_peak_gib_by_round`) and its growth a
 round over the second half of the run (`worker_growth_gib_per_round`; the first rounds are left out

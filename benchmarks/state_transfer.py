@@ -3,7 +3,7 @@ r"""What moving the clients' private tables into and out of the TFF worker costs
   .venv/bin/python -m benchmarks.state_transfer [--clients=100] [--rows=1682] [--dim=512] [--repeats=3]
 
 mf_local, FedCIA, FedRAP, PFedRec and GPFedRec keep a private table per client (ML-100k: 1,682 x 512
-float32, 3.4 MB), which enters and leaves the worker every round (README, "Seconds per round":
+float32, 3.4 MB), which enters and leaves the worker every round (docs/SPEED.md, "Seconds per round":
 5.9 s of mf_local's 10.2). This script times one CLIENTS-placed float32[rows, dim] per client sent
 in (`federated_map` of a sum: nothing comes back but a scalar) and sent in and out (`federated_map`
 of x + 1), with the worker settings of `execution.WorkerConfig`, and splits each call by phase.

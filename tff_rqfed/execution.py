@@ -123,7 +123,7 @@ class WorkerConfig:
       `worker_peak_gib_by_round`).
 
   The defaults, one client computation per core, one inter-op thread per core and single-threaded
-  kernels, are the fastest setting measured (README, "Seconds per round"; FedMF on ML-100k, 2 cores,
+  kernels, are the fastest setting measured (docs/SPEED.md, "Seconds per round"; FedMF on ML-100k, 2 cores,
   alternating pairs: 1.59 and 1.86 s a round against 2.52 and 2.35 s with TFF's defaults of no limit
   and TF's default pools). A client's
   kernels are small (a batch of 256 x 512), so splitting each over threads costs more than it gains,

@@ -6,8 +6,8 @@ rate, weight decay and initialisation scale from a named set of `tff_rqfed.hyper
 validated values, or `pre_grid` for the tables run before the grid) passed explicitly. Implemented
 (`SPECS`): Table 2 (overall comparison, 100 clients), Table 3 (one user per client), Table 6
 (codebook alternatives), Table 7 (noisy interactions), Table 8 (Laplace delta), Figure 3
-(ablations), and the validation grid of Sec. 6.1 (`grid_cells`, the choosing table of the
-README). Rows of different targets with the same flags share a cell (Table 8's rows are the privacy
+(ablations), and the validation grid of Sec. 6.1 (`grid_cells`; docs/RESULTS.md, "The validation
+grid"). Rows of different targets with the same flags share a cell (Table 8's rows are the privacy
 analysis's RQFedRec cells; Figure 3's w/o C is Table 2's FedMF). The paper's numbers (`PAPER`) use
 its metric code for MRR and NDCG (`test_paper` here); its recall equals ours.
 """
@@ -76,7 +76,7 @@ SPECS: dict[str, dict] = {
         _row('FedNCF', 'fedncf'), _row('PFedRec', 'pfedrec'), _row('GPFedRec', 'gpfedrec'),
         _row('FedRAP', 'fedrap'), _row('FedCIA', 'fedcia'), _row('RQFedRec', 'rqfedrec'))},
     # One user per client: 943 uploads a round. Summed in 8 shards (federated.sharding), FedMF's worker
-    # peaks at 1.7 GiB instead of 9.9 (README, "Seconds per round"). GPFedRec's shards also take each
+    # peaks at 1.7 GiB instead of 9.9 (docs/SPEED.md, "Seconds per round"). GPFedRec's shards also take each
     # client's target R_k in and return every upload for the server's graph (1,682 x 512 each way a
     # client). FedRAP's client trains D, C and a copy of C
     # (I x d each, with Adam moments): with 118 clients a shard its worker peaked at 9.0 GB, with 30 at
