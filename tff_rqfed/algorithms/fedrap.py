@@ -214,9 +214,9 @@ def part_scores(state, client_states, clients, num_users: int,
     score_rows = np.asarray(client_state['score_functions'])
     weights, bias = score_rows[:, :-1], score_rows[:, -1:]
     personal = np.asarray(client_state['personal_items'])
-    tables = {WHOLE: lambda: personal + common, 'global': lambda: common, 'personal': lambda: personal}
+    tables = {WHOLE: personal + common, 'global': common, 'personal': personal}
     for part in parts:
-      result[part][client.user_ids] = weights @ tables[part]().T + bias
+      result[part][client.user_ids] = weights @ tables[part].T + bias
   return result
 
 
