@@ -190,6 +190,33 @@ def _numeric(table: _Table, column: str) -> np.ndarray:
   return parsed
 
 
+def _read_item_file(item_path: pathlib.Path, sep: str | None, item_column: str,
+                    interactions: _Table) -> _Table:
+  """Reads the item file and checks it against the interaction table.
+
+  Raises:
+    DataError: for a missing ``item_column``, a duplicate item id (naming the
+      item file's line) or an interaction whose item the file lacks (naming the
+      interaction file's line).
+  """
+  item_table = _read_table(item_path, sep)
+  _require(item_table, item_column, 'item')
+  ids = item_table.frame[item_column]
+  dup = ids.duplicated(keep='first').to_numpy()
+  if dup.any():
+    j = int(np.flatnonzero(dup)[0])
+    raise DataError(
+        f'{item_table.path}, line {item_table.lines[j]}: duplicate item id {ids.iloc[j]!r}')
+  interaction_items = interactions.frame[item_column]
+  unknown = ~interaction_items.isin(ids).to_numpy()
+  if unknown.any():
+    j = int(np.flatnonzero(unknown)[0])
+    raise DataError(
+        f'{interactions.path}, line {interactions.lines[j]}: item '
+        f'{interaction_items.iloc[j]!r} is not in the item file {item_table.path}')
+  return item_table
+
+
 def load_interactions(
     path: str | os.PathLike,
     *,
@@ -247,21 +274,7 @@ def load_interactions(
 
   item_table = None
   if item_path is not None:
-    item_table = _read_table(pathlib.Path(item_path), sep)
-    _require(item_table, item_column, 'item')
-    ids = item_table.frame[item_column]
-    dup = ids.duplicated(keep='first').to_numpy()
-    if dup.any():
-      j = int(np.flatnonzero(dup)[0])
-      raise DataError(
-          f'{item_table.path}, line {item_table.lines[j]}: duplicate item id '
-          f'{ids.iloc[j]!r}')
-    unknown = ~frame[item_column].isin(ids).to_numpy()
-    if unknown.any():
-      j = int(np.flatnonzero(unknown)[0])
-      raise DataError(
-          f'{path}, line {table.lines[j]}: item {frame[item_column].iloc[j]!r} '
-          f'is not in the item file {item_table.path}')
+    item_table = _read_item_file(pathlib.Path(item_path), sep, item_column, table)
 
   keep = ~frame.duplicated(subset=[user_column, item_column], keep='first').to_numpy()
   if rating_threshold is not None:
