@@ -288,10 +288,12 @@ def test_fedrap_communication_is_the_commonality_table_each_way():
 
 
 @pytest.mark.parametrize('options, message', [
-    (dict(lam=-0.1), 'lam must be >= 0, got -0.1'),
-    (dict(mu=-1.0), 'mu must be >= 0, got -1.0'),
+    (dict(lam=-0.1), 'lam must be a finite number >= 0, got -0.1'),
+    (dict(mu=-1.0), 'mu must be a finite number >= 0, got -1.0'),
+    (dict(mu=float('inf')), 'mu must be a finite number >= 0, got inf'),
     (dict(schedule='cosine'), "unknown schedule 'cosine'"),
-    (dict(personal_lr_scale=-0.5), 'personal_lr_scale must be >= 0, got -0.5'),
+    (dict(personal_lr_scale=-0.5), 'personal_lr_scale must be a finite number >= 0, got -0.5'),
+    (dict(personal_lr_scale=float('nan')), 'personal_lr_scale must be a finite number >= 0, got nan'),
 ])
 def test_build_fedrap_rejects_bad_options(options, message):
   with pytest.raises(ValueError, match=message):

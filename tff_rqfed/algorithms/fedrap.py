@@ -99,12 +99,9 @@ def client_update(payload, client_state, data, *, training: cw.LocalTraining,
 
 
 def _validate(*, lam: float, mu: float, schedule: str, personal_lr_scale: float) -> None:
-  if not lam >= 0:
-    raise ValueError(f'lam must be >= 0, got {lam!r}')
-  if not mu >= 0:
-    raise ValueError(f'mu must be >= 0, got {mu!r}')
-  if not personal_lr_scale >= 0:
-    raise ValueError(f'personal_lr_scale must be >= 0, got {personal_lr_scale!r}')
+  cw.check_non_negative('lam', lam)
+  cw.check_non_negative('mu', mu)
+  cw.check_non_negative('personal_lr_scale', personal_lr_scale)
   if schedule not in SCHEDULES:
     raise ValueError(f'unknown schedule {schedule!r}; valid: {list(SCHEDULES)}')
 
