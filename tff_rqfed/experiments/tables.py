@@ -32,9 +32,12 @@ GPFEDREC_PER_USER_SHARDS = 32  # GPFedRec's, whose shards also carry each client
 # whole one up to float rounding, federated.sharding). Measured with `benchmarks.run_memory` (2 rounds,
 # d = 512, 100 clients, 24 GiB machine): GPFedRec on ML-1M as one computation peaks at 7.8 GiB in the
 # launcher and 14.9 in the worker, too close to the machine's size for a whole run, so it runs in 4
-# shards of 25 clients (a whole run then peaked at 5.4 + 8.2 GB; docs/RESULTS.md "ML-1M").
+# shards of 25 clients (a whole run then peaked at 5.4 + 8.2 GB; docs/RESULTS.md "ML-1M"). FedCIA on
+# ML-1M as one computation (each client uploads and receives a 3,706 x 3,706 similarity) held 17 GB
+# in the worker through round 1 and 19.1 at the start of each later round; at round 5 the launcher
+# rose to 4.3 GB beside it and the machine fell to 162 MB free, so it runs in 4 shards as well.
 DATASET_MEMORY_FLAGS: dict[str, dict[str, dict[str, object]]] = {
-    'ml-1m': {'gpfedrec': {'client_shards': 4}},
+    'ml-1m': {'gpfedrec': {'client_shards': 4}, 'fedcia': {'client_shards': 4}},
 }
 
 
