@@ -33,7 +33,8 @@ GPFEDREC_PER_USER_SHARDS = 32  # GPFedRec's, whose shards also carry each client
 # d = 512, 100 clients, 24 GiB machine): GPFedRec on ML-1M as one computation peaks at 7.8 GiB in the
 # launcher and 14.9 in the worker, too close to the machine's size for a whole run, so it runs in 4
 # shards of 25 clients (a whole run then peaked at 5.4 + 8.2 GB; docs/RESULTS.md "ML-1M"). FedCIA on
-# ML-1M as one computation (each client uploads and receives a 3,706 x 3,706 similarity) held 17 GB
+# ML-1M as one computation (each client uploads and receives a 3,706 x 3,706 similarity), measured in a
+# runner cell by sampling the processes' memory every 20 s from outside, held 17 GB
 # in the worker through round 1 and 19.1 at the start of each later round; at round 5 the launcher
 # rose to 4.3 GB beside it and the machine fell to 162 MB free, so it runs in 4 shards as well.
 DATASET_MEMORY_FLAGS: dict[str, dict[str, dict[str, object]]] = {
