@@ -176,8 +176,8 @@ def test_sparse_samples_a_share_of_the_clients_and_shares_table2s_full_cells():
 
 def test_dataset_memory_flags_shard_only_the_algorithms_that_need_it_on_that_dataset():
   ml1m = tables.cells('table2', dataset_flags={'dataset': 'ml-1m'}, seeds=[0],
-                      methods=['gpfedrec', 'fedcia', 'fedmf', 'mostpop'],
+                      methods=['gpfedrec', 'fedcia', 'fedrap', 'fedmf', 'mostpop'],
                       extra=tables.DATASET_MEMORY_FLAGS['ml-1m'])
   assert {c.name: c.flag_dict.get('client_shards') for c in ml1m} == {
-      'gpfedrec-s0': 4, 'fedcia-s0': 4, 'fedmf-s0': None, 'mostpop-s0': None}
+      'gpfedrec-s0': 4, 'fedcia-s0': 4, 'fedrap-s0': 2, 'fedmf-s0': None, 'mostpop-s0': None}
   assert 'ml-100k' not in tables.DATASET_MEMORY_FLAGS  # ML-100k's cells stay as they ran
