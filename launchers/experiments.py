@@ -20,9 +20,10 @@ and `table<N>.md` / `figure<N>.md` (laid out like the paper's table, its numbers
 validation curve per row (`<target>-validation.png`) and for Figure 3 its bars (`figure3.png`); or,
 with `--grid`,
 `grid.csv`, `choosing.md` and `chosen.json` (the best learning rate and weight decay per method on
-validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A cell's learning rate and
-weight decay come from a named set of `tff_rqfed/hyperparameters.py`, the validated values unless
-`--hyperparameters=pre_grid` asks for the values the tables were run with before the grid. A failed
+validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A cell's learning rate, weight
+decay and early-stop floor come from a named set of `tff_rqfed/hyperparameters.py`, the validated
+values unless `--hyperparameters=pre_grid` asks for the values the tables were run with before the
+grid. A failed
 cell does not stop the sweep: the others run, the tables hold what finished, and the exit status is
 1 with the failures named.
 Table 4 has no cells: each method is built for the paper's five datasets' sizes and its communication
@@ -75,9 +76,9 @@ _WEIGHT_DECAYS = flags.DEFINE_list('weight_decays', None,
                                    'With --grid: these weight decays (default the paper grid 0,1e-6,1e-3).')
 _HYPERPARAMETERS = flags.DEFINE_enum(
     'hyperparameters', 'validated', sorted(hyperparameters.SETS),
-    "Learning rates and weight decays of the cells (tff_rqfed/hyperparameters.py): 'validated' (the "
-    "grid's choice) or 'pre_grid' (lr 0.01, weight decay 0: the values most ML-100k tables of "
-    "docs/RESULTS.md were run with).")
+    "Learning rates, weight decays and early-stop floors of the cells (tff_rqfed/hyperparameters.py): "
+    "'validated' (the grid's choice, no early stop before round 30) or 'pre_grid' (lr 0.01, weight "
+    "decay 0, no floor but RQFedRec's: the values most ML-100k tables of docs/RESULTS.md were run with).")
 _ROUNDS = flags.DEFINE_integer('rounds', None, 'Round cap of every cell (default the launcher\'s 300).')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar over the cells.')
 _KEEP_PROGRAM_STATE = flags.DEFINE_bool(

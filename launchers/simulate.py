@@ -90,9 +90,9 @@ _CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks parti
 _ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.', lower_bound=1)
 _PATIENCE = flags.DEFINE_integer('patience', 10, 'Early-stopping patience in rounds (valid NDCG@10).',
                                  lower_bound=1)
-_MIN_ROUNDS = flags.DEFINE_integer('min_rounds', None,
-                                   'No early stop before this round (default: rqfedrec T_warm + tau, else 0).',
-                                   lower_bound=0)
+_MIN_ROUNDS = flags.DEFINE_integer(
+    'min_rounds', None, 'Patience counts only after this round (default: T_warm + tau for rqfedrec, '
+    'else the validated floor of tff_rqfed/hyperparameters.py, DEFAULT_MIN_ROUNDS).', lower_bound=0)
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', 1, 'Validate every N rounds.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the split, initialisation, sampling and k-means.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where results are written.', required=True)
@@ -255,6 +255,16 @@ def init_scale() -> float:
   return _flag_or_default(_INIT_SCALE, DEFAULT_INIT_SCALE, 0.1)
 
 
+def min_rounds() -> int:
+  """The early-stop floor: --min_rounds, else T_warm + tau for RQFedRec (its validation dips while
+  Eq. 10 warms up), else the algorithm's validated floor (`hyperparameters.DEFAULT_MIN_ROUNDS`)."""
+  if _MIN_ROUNDS.value is not None:
+    return _MIN_ROUNDS.value
+  if _ALGORITHM.value == 'rqfedrec':
+    return _WARMUP.value + _TAU.value
+  return hyperparameters.DEFAULT_MIN_ROUNDS.get(_ALGORITHM.value, 0)
+
+
 def _hidden_units(flag) -> tuple[int, ...]:
   try:
     return tuple(int(units) for units in flag.value)
@@ -376,6 +386,7 @@ def _flag_values() -> dict:
   values['learning_rate'] = learning_rate()  # the effective values, also when defaulted
   values['weight_decay'] = weight_decay()
   values['init_scale'] = init_scale()
+  values['min_rounds'] = min_rounds()
   values['client_shards'] = client_shards()
   return values
 
@@ -567,11 +578,8 @@ def main(argv):
   else:
     execution.set_execution_context()
     workers = start_workers()
-    min_rounds = _MIN_ROUNDS.value
-    if min_rounds is None:
-      min_rounds = _WARMUP.value + _TAU.value if _ALGORITHM.value == 'rqfedrec' else 0
     config = simulation.SimulationConfig(
-        rounds=_ROUNDS.value, patience=_PATIENCE.value, min_rounds=min_rounds,
+        rounds=_ROUNDS.value, patience=_PATIENCE.value, min_rounds=min_rounds(),
         eval_every=_EVAL_EVERY.value, seed=seed, k=_TOP_K.value, save_topk=_SAVE_TOPK.value,
         progress=_PROGRESS.value, checkpoint_every=_CHECKPOINT_EVERY.value, resume=_RESUME.value,
         tensorboard=_TENSORBOARD.value, client_fraction=_CLIENT_FRACTION.value,

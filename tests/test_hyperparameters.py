@@ -9,15 +9,31 @@ from tff_rqfed import hyperparameters
 
 def test_validated_set_is_the_launchers_defaults():
   for algorithm in hyperparameters.DEFAULT_LEARNING_RATE:
+    floor = ({} if algorithm == 'rqfedrec'
+             else {'min_rounds': hyperparameters.DEFAULT_MIN_ROUNDS[algorithm]})
     assert hyperparameters.defaults(algorithm) == {
         'learning_rate': hyperparameters.DEFAULT_LEARNING_RATE[algorithm],
         'weight_decay': hyperparameters.DEFAULT_WEIGHT_DECAY[algorithm],
-        'init_scale': hyperparameters.DEFAULT_INIT_SCALE[algorithm]}
+        'init_scale': hyperparameters.DEFAULT_INIT_SCALE[algorithm], **floor}
+
+
+def test_validated_set_floors_early_stopping_at_round_30_for_the_methods_the_grid_chose_for():
+  for algorithm in ('fedmf', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec'):
+    assert hyperparameters.defaults(algorithm)['min_rounds'] == 30
+    assert hyperparameters.defaults(algorithm, 'pre_grid')['min_rounds'] == 0
+  # Not yet through the grid: the pre-grid protocol, no floor.
+  for algorithm in ('fedcia', 'fedalphafuse', 'fedrlm_con', 'fedrlm_gen', 'mf_local'):
+    assert hyperparameters.defaults(algorithm)['min_rounds'] == 0
+
+
+def test_rqfedrec_has_no_floor_in_either_set_because_its_own_follows_warmup_and_refresh():
+  assert 'min_rounds' not in hyperparameters.defaults('rqfedrec')
+  assert 'min_rounds' not in hyperparameters.defaults('rqfedrec', 'pre_grid')
 
 
 def test_pre_grid_set_is_lr_0_01_without_weight_decay_at_the_same_init_scales():
   assert hyperparameters.defaults('fedmf', 'pre_grid') == {
-      'learning_rate': 0.01, 'weight_decay': 0.0, 'init_scale': 0.01}
+      'learning_rate': 0.01, 'weight_decay': 0.0, 'init_scale': 0.01, 'min_rounds': 0}
   assert hyperparameters.defaults('rqfedrec', 'pre_grid')['learning_rate'] == 0.01
   assert hyperparameters.defaults('mf_local', 'pre_grid')['init_scale'] == 0.1
   # Methods the grid has not moved are the same in both sets.

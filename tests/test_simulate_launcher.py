@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tff_rqfed import hyperparameters
 from tff_rqfed.experiments import quick
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,6 +134,7 @@ def test_fedmf_run_writes_rounds_flags_and_topk_files(runs):
   from launchers import simulate
   assert flag_values['learning_rate'] == 0.05
   assert flag_values['init_scale'] == simulate.DEFAULT_INIT_SCALE['fedmf']
+  assert flag_values['min_rounds'] == hyperparameters.DEFAULT_MIN_ROUNDS['fedmf'] == 30
   topk = pd.read_csv(out / 'topk.csv')
   assert len(topk) == NUM_USERS  # per_user protocol: every user has test items
   assert sorted(topk['user_id']) == list(range(1, NUM_USERS + 1))
@@ -176,6 +178,11 @@ def test_file_dataset_without_interactions_file_fails_naming_the_flag(runs):
   assert result['returncode'] != 0
   assert '--interactions_file' in result['stderr'] + result['stdout']
   assert not (result['dir'] / 'summary.json').exists()
+
+
+def test_rqfedrec_records_its_early_stop_floor_as_warmup_plus_refresh_every(runs):
+  _ok(runs['rqfedrec'])
+  assert json.loads((runs['rqfedrec']['dir'] / 'flags.json').read_text())['min_rounds'] == 2 + 2
 
 
 def test_rqfedrec_collaborative_only_run_completes(runs):

@@ -16,10 +16,20 @@ wd 0, scale 0.01), at which their tables were run; mf_local was only tried at sc
 given and records the effective values in `flags.json`; the experiment runner (`launchers.experiments`)
 passes them explicitly, so a changed default is a different cell.
 
+Early stopping (the paper gives no rule; ours): stop once validation NDCG@10 has not improved for
+`--patience` rounds, counted only after `min_rounds`. RQFedRec's floor is its schedule's, T_warm + tau
+(30 at the defaults; `launchers.simulate`), because its validation dips while Eq. 10 moves weight to
+the collaborative channel. In the `validated` set the other methods the grid chose for (FedMF,
+PFedRec, FedRAP, FedNCF, GPFedRec) have the same floor of 30 (`DEFAULT_MIN_ROUNDS`): at lr 0.001 FedMF
+sits on a popularity plateau for its first 4-16 rounds, which patience 10 alone can end (Table 7's
+noise-0.05 cell stopped at round 16, below MostPop; docs/RESULTS.md "Table 7"). A floor only changes
+runs whose best round came before it. The methods not yet through the grid keep their pre-grid
+values, floor 0 included, in both sets.
+
 Two named sets (`SETS`, `defaults`): `validated`, the values above, and `pre_grid`, the values every
-algorithm had before the grid (lr 0.01, weight decay 0, the same initialisation scales). Most ML-100k
-tables of docs/RESULTS.md ran their FedMF and RQFedRec cells at `pre_grid`; `launchers.experiments
---hyperparameters=pre_grid` regenerates them at any later commit.
+algorithm had before the grid (lr 0.01, weight decay 0, the same initialisation scales, no floor but
+RQFedRec's). Most ML-100k tables of docs/RESULTS.md ran their FedMF and RQFedRec cells at `pre_grid`;
+`launchers.experiments --hyperparameters=pre_grid` regenerates them at any later commit.
 """
 
 from __future__ import annotations
@@ -43,17 +53,28 @@ DEFAULT_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE} | {'fedmf':
 PRE_GRID_LEARNING_RATE = {name: 0.01 for name in DEFAULT_LEARNING_RATE}
 PRE_GRID_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE}
 
-SETS = {'validated': (DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY),
-        'pre_grid': (PRE_GRID_LEARNING_RATE, PRE_GRID_WEIGHT_DECAY)}
+# The early-stop floor (module doc). RQFedRec is absent from both: its floor is T_warm + tau of its own
+# flags (`launchers.simulate`), so an ablation that changes tau changes it.
+VALIDATED_MIN_ROUNDS = 30
+FLOORED = ('fedmf', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec')  # the grid chose for them (and RQFedRec)
+PRE_GRID_MIN_ROUNDS = {name: 0 for name in DEFAULT_LEARNING_RATE if name != 'rqfedrec'}
+DEFAULT_MIN_ROUNDS = PRE_GRID_MIN_ROUNDS | {name: VALIDATED_MIN_ROUNDS for name in FLOORED}
+
+SETS = {'validated': (DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, DEFAULT_MIN_ROUNDS),
+        'pre_grid': (PRE_GRID_LEARNING_RATE, PRE_GRID_WEIGHT_DECAY, PRE_GRID_MIN_ROUNDS)}
 
 
 def defaults(algorithm: str, hyperparameter_set: str = 'validated') -> dict[str, float]:
-  """`{'learning_rate', 'weight_decay', 'init_scale'}` of `algorithm` in the named set (`SETS`)."""
+  """`{'learning_rate', 'weight_decay', 'init_scale', 'min_rounds'}` of `algorithm` in the named set
+  (`SETS`); without `min_rounds` for RQFedRec, whose floor follows its own T_warm and tau."""
   if hyperparameter_set not in SETS:
     raise ValueError(f'hyperparameter set {hyperparameter_set!r} is unknown; known: {sorted(SETS)}')
   if algorithm not in DEFAULT_LEARNING_RATE:
     raise ValueError(f'{algorithm!r} has no hyperparameters; trainable algorithms: '
                      f'{sorted(DEFAULT_LEARNING_RATE)}')
-  learning_rates, weight_decays = SETS[hyperparameter_set]
-  return {'learning_rate': learning_rates[algorithm], 'weight_decay': weight_decays[algorithm],
-          'init_scale': DEFAULT_INIT_SCALE[algorithm]}
+  learning_rates, weight_decays, min_rounds = SETS[hyperparameter_set]
+  values = {'learning_rate': learning_rates[algorithm], 'weight_decay': weight_decays[algorithm],
+            'init_scale': DEFAULT_INIT_SCALE[algorithm]}
+  if algorithm in min_rounds:
+    values['min_rounds'] = min_rounds[algorithm]
+  return values

@@ -3,7 +3,7 @@
 `run_simulation` drives a `RecommenderProcess` over the clients of a protocol split. After every
 `eval_every` rounds each user is ranked against all items with its own embedding (train items masked)
 and the validation NDCG@10 (correct metric) decides early stopping: training stops after `patience`
-rounds without improvement, counted from `min_rounds` on (RQFedRec's warm-up). The best round's state
+rounds without improvement, counted from `min_rounds` on (the floor: `tff_rqfed.hyperparameters`). The best round's state
 is evaluated on the test set (train and validation items masked) with both the correct and the
 paper-compatible metrics, and with the correct metrics on the test items of each popularity third of
 the training interactions (head, torso, tail: `evaluation.item_groups`).

@@ -67,6 +67,42 @@ def test_folder_of_another_run_is_refused_naming_the_flag(tmp_path, recorded):
     cells.finished_summary(cell, tmp_path / 'c')
 
 
+# A run made before the validated floor recorded `min_rounds: null` (0, or T_warm + tau for RQFedRec).
+_FEDMF_BEFORE_FLOOR = {'algorithm': 'fedmf', 'min_rounds': None, 'rounds': 300}
+
+
+@pytest.mark.parametrize('best_round, rounds_run', [(217, 227), (30, 40), (12, 300)])
+def test_a_run_whose_stop_the_higher_floor_would_not_move_is_read(tmp_path, best_round, rounds_run):
+  # Best at or after the floor: patience counted the same rounds; or it never stopped early.
+  _write_run(tmp_path / 'c', _FEDMF_BEFORE_FLOOR, best_round=best_round, rounds_run=rounds_run)
+  cell = cells.Cell.make('c', 'FedMF', algorithm='fedmf', min_rounds=30)
+  assert cells.finished_summary(cell, tmp_path / 'c')['best_round'] == best_round
+
+
+def test_a_run_that_stopped_before_the_requested_floor_is_another_run(tmp_path):
+  # Table 7's FedMF noise-0.05 cell: best round 6, stopped at 16; the floor of 30 trains it on.
+  _write_run(tmp_path / 'c', _FEDMF_BEFORE_FLOOR, best_round=6, rounds_run=16)
+  cell = cells.Cell.make('c', 'FedMF', algorithm='fedmf', min_rounds=30)
+  with pytest.raises(cells.CellError, match=r'--min_rounds=30 requested, 0 recorded, .*round 16, best round 6'):
+    cells.finished_summary(cell, tmp_path / 'c')
+
+
+def test_a_lower_floor_than_recorded_is_another_run_even_with_a_late_best_round(tmp_path):
+  # Patience counting from round 0 could have stopped it during an early plateau.
+  _write_run(tmp_path / 'c', {'algorithm': 'fedmf', 'min_rounds': 30, 'rounds': 300}, best_round=217,
+             rounds_run=227)
+  with pytest.raises(cells.CellError, match='--min_rounds=0 requested, 30 recorded'):
+    cells.finished_summary(cells.Cell.make('c', 'FedMF', algorithm='fedmf', min_rounds=0), tmp_path / 'c')
+  assert cells.finished_summary(cells.Cell.make('c', 'FedMF', algorithm='fedmf', min_rounds=30),
+                                tmp_path / 'c') is not None
+
+
+def test_rqfedrec_runs_before_the_floor_recorded_warmup_plus_refresh_every():
+  recorded = {'algorithm': 'rqfedrec', 'min_rounds': None, 'warmup_rounds': 20, 'refresh_every': 10}
+  assert cells.recorded_min_rounds(recorded) == 30
+  assert cells.recorded_min_rounds({'algorithm': 'fedmf', 'min_rounds': 30}) == 30
+
+
 def test_unreadable_summary_is_refused_naming_the_folder(tmp_path):
   (tmp_path / 'c').mkdir()
   (tmp_path / 'c' / 'summary.json').write_text('{"test": ')

@@ -19,7 +19,7 @@ def test_table2_has_every_method_for_every_seed_with_validated_hyperparameters()
   assert fedcia == {'algorithm': 'fedcia', 'dataset': 'ml-100k', 'seed': 1,
                     'learning_rate': hyperparameters.DEFAULT_LEARNING_RATE['fedcia'],
                     'weight_decay': hyperparameters.DEFAULT_WEIGHT_DECAY['fedcia'],
-                    'init_scale': hyperparameters.DEFAULT_INIT_SCALE['fedcia']}
+                    'init_scale': hyperparameters.DEFAULT_INIT_SCALE['fedcia'], 'min_rounds': 0}
   assert [c for c in plan if c.name == 'mostpop-s0'][0].flag_dict == {
       'algorithm': 'mostpop', 'dataset': 'ml-100k', 'seed': 0}
 
@@ -29,7 +29,9 @@ def test_pre_grid_cells_are_the_ones_the_tables_ran_before_the_grid():
   pre_grid = tables.cells('table2', dataset_flags=ML100K, seeds=[0], methods=['fedmf', 'fedcia'],
                           hyperparameter_set='pre_grid')
   assert [c.name for c in pre_grid] == [c.name for c in validated] == ['fedmf-s0', 'fedcia-s0']
-  assert pre_grid[0].flag_dict == {**validated[0].flag_dict, 'learning_rate': 0.01, 'weight_decay': 0.0}
+  assert pre_grid[0].flag_dict == {**validated[0].flag_dict, 'learning_rate': 0.01, 'weight_decay': 0.0,
+                                   'min_rounds': 0}
+  assert validated[0].flag_dict['min_rounds'] == 30
   assert pre_grid[1] == validated[1]  # FedCIA has not been through the grid: one cell in both sets
 
 

@@ -8,10 +8,12 @@ and a FedCIA cell's 8 GB TFF worker is gone when the cell ends), with its log in
 A cell is *finished* when its folder holds a `summary.json` of an uninterrupted run whose
 `flags.json` agrees with the cell's flags; a finished cell is read, never run again, so a killed sweep
 resumes at the first unfinished cell. A folder whose `flags.json` disagrees holds another experiment:
-it is refused with the first differing flag named, never overwritten. A folder without a summary (a
-cell killed mid-run) continues from its last saved round (`launchers.simulate --resume`, TFF's
-`FileProgramStateManager`); runs are deterministic, so the result is the one the killed run would have
-given.
+it is refused with the first differing flag named, never overwritten. The early-stop floor
+(`min_rounds`) is the exception: a finished run whose stop the requested floor would not have moved
+is the requested run (`same_stopping`), so runs made before the validated floor are still read.
+A folder without a summary (a cell killed mid-run) continues from its last saved round
+(`launchers.simulate --resume`, TFF's `FileProgramStateManager`); runs are deterministic, so the
+result is the one the killed run would have given.
 
 A killed runner does not leave its cell running: the cell's process gets SIGTERM when the runner
 dies (Linux `PR_SET_PDEATHSIG`), which makes it save an interrupted summary and stop its TFF worker.
@@ -102,10 +104,44 @@ def _same(requested, recorded) -> bool:
   return str(requested) == str(recorded)
 
 
-def _differing_flag(cell: Cell, recorded: dict) -> tuple[str, str] | None:
-  """(name, description) of the first of the cell's flags that `recorded` lacks or differs in."""
+def recorded_min_rounds(recorded: dict) -> int:
+  """The early-stop floor of a run from its `flags.json`. Runs before the validated floor
+  (`hyperparameters.DEFAULT_MIN_ROUNDS`) recorded `min_rounds: null`, which meant T_warm + tau for
+  RQFedRec and 0 for every other algorithm."""
+  if recorded.get('min_rounds') is not None:
+    return int(recorded['min_rounds'])
+  if recorded.get('algorithm') == 'rqfedrec':
+    return int(recorded['warmup_rounds']) + int(recorded['refresh_every'])
+  return 0
+
+
+def same_stopping(requested_min_rounds: int, recorded: dict, summary: dict) -> bool:
+  """Whether the finished run of `summary` is also the run with floor `requested_min_rounds`.
+
+  The floor never changes training, only the round a run stops at: patience counts the rounds after
+  the best round that are also after the floor. A higher floor never stops a run earlier, and stops it
+  at the same round when the recorded best round is at or after that floor (or when the run was never
+  stopped early: it ran all --rounds). A lower floor could have stopped it earlier: another run.
+  """
+  floor = recorded_min_rounds(recorded)
+  if requested_min_rounds == floor:
+    return True
+  if requested_min_rounds < floor or summary.get('interrupted'):
+    return False
+  return (summary['best_round'] >= requested_min_rounds
+          or summary['rounds_run'] >= int(recorded['rounds']))
+
+
+def _differing_flag(cell: Cell, recorded: dict, summary: dict) -> tuple[str, str] | None:
+  """(name, description) of the first of the cell's flags that `recorded` lacks or differs in; a
+  different early-stop floor that gives the same stop (`same_stopping`) does not differ."""
   for name, value in cell.flags:
-    if name not in recorded or not _same(value, recorded[name]):
+    if name == 'min_rounds':
+      if not same_stopping(int(value), recorded, summary):
+        return name, (f'--min_rounds={value} requested, {recorded_min_rounds(recorded)} recorded, which '
+                      f'may move the stop of that run (round {summary.get("rounds_run")}, best round '
+                      f'{summary.get("best_round")})')
+    elif name not in recorded or not _same(value, recorded[name]):
       return name, f'--{name}={_flag_text(value)} requested, {recorded.get(name, "absent")!r} recorded'
   return None
 
@@ -121,7 +157,7 @@ def finished_summary(cell: Cell, cell_dir: pathlib.Path) -> dict | None:
     recorded = json.loads(flags_path.read_text())
   except (OSError, ValueError) as e:
     raise CellError(f'{cell_dir}: unreadable summary.json or flags.json ({e}); move the folder away') from e
-  differing = _differing_flag(cell, recorded)
+  differing = _differing_flag(cell, recorded, summary)
   if differing:
     name, description = differing
     hint = ('; the runner takes learning rates and weight decays from --hyperparameters (validated '

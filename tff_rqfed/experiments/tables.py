@@ -209,8 +209,8 @@ PAPER = {
 
 
 def tuned_flags(algorithm: str, hyperparameter_set: str = 'validated') -> dict[str, object]:
-  """Learning rate, weight decay and init scale of `algorithm` in the named set of
-  `tff_rqfed.hyperparameters` (none for MostPop)."""
+  """Learning rate, weight decay, init scale and (but for RQFedRec) early-stop floor of `algorithm` in
+  the named set of `tff_rqfed.hyperparameters` (none for MostPop)."""
   if algorithm == 'mostpop':
     return {}
   return hyperparameters.defaults(algorithm, hyperparameter_set)
@@ -232,7 +232,7 @@ def cells(name: str, *, dataset_flags: dict, seeds, methods=None, extra=None,
 
   `dataset_flags` (e.g. `{'dataset': 'ml-100k'}`) go to every cell; `extra` maps an algorithm to
   more flags (the quick mode's small codebooks, a dataset's `DATASET_MEMORY_FLAGS`);
-  `hyperparameter_set` names the learning rates and weight decays (`hyperparameters.SETS`).
+  `hyperparameter_set` names the learning rates, weight decays and floors (`hyperparameters.SETS`).
   """
   spec = spec_of(name)
   rows = [row for row in spec['rows'] if methods is None or row.stem in methods]
