@@ -160,8 +160,9 @@ def finished_summary(cell: Cell, cell_dir: pathlib.Path) -> dict | None:
   differing = _differing_flag(cell, recorded, summary)
   if differing:
     name, description = differing
-    hint = ('; the runner takes learning rates and weight decays from --hyperparameters (validated '
-            'or pre_grid)' if name in ('learning_rate', 'weight_decay') else '')
+    hint = ('; the runner takes learning rates, weight decays and early-stop floors from '
+            '--hyperparameters (validated or pre_grid)'
+            if name in ('learning_rate', 'weight_decay', 'min_rounds') else '')
     raise CellError(f'{cell_dir} holds a different run ({description}); move it or choose another '
                     f'--output_dir{hint}')
   return None if summary.get('interrupted') else summary
