@@ -260,9 +260,8 @@ def min_rounds() -> int:
   Eq. 10 warms up), else the algorithm's validated floor (`hyperparameters.DEFAULT_MIN_ROUNDS`)."""
   if _MIN_ROUNDS.value is not None:
     return _MIN_ROUNDS.value
-  if _ALGORITHM.value == 'rqfedrec':
-    return _WARMUP.value + _TAU.value
-  return hyperparameters.DEFAULT_MIN_ROUNDS.get(_ALGORITHM.value, 0)
+  return hyperparameters.early_stop_floor(_ALGORITHM.value, warmup_rounds=_WARMUP.value,
+                                          refresh_every=_TAU.value)
 
 
 def _hidden_units(flag) -> tuple[int, ...]:

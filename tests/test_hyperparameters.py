@@ -31,6 +31,15 @@ def test_rqfedrec_has_no_floor_in_either_set_because_its_own_follows_warmup_and_
   assert 'min_rounds' not in hyperparameters.defaults('rqfedrec', 'pre_grid')
 
 
+def test_early_stop_floor_is_warmup_plus_refresh_for_rqfedrec_and_the_sets_floor_otherwise():
+  floor = hyperparameters.early_stop_floor
+  for hyperparameter_set in ('validated', 'pre_grid'):
+    assert floor('rqfedrec', warmup_rounds=20, refresh_every=10, hyperparameter_set=hyperparameter_set) == 30
+  assert floor('fedmf', warmup_rounds=20, refresh_every=10) == 30
+  assert floor('fedmf', warmup_rounds=20, refresh_every=10, hyperparameter_set='pre_grid') == 0
+  assert floor('mostpop', warmup_rounds=20, refresh_every=10) == 0
+
+
 def test_pre_grid_set_is_lr_0_01_without_weight_decay_at_the_same_init_scales():
   assert hyperparameters.defaults('fedmf', 'pre_grid') == {
       'learning_rate': 0.01, 'weight_decay': 0.0, 'init_scale': 0.01, 'min_rounds': 0}

@@ -53,8 +53,8 @@ DEFAULT_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE} | {'fedmf':
 PRE_GRID_LEARNING_RATE = {name: 0.01 for name in DEFAULT_LEARNING_RATE}
 PRE_GRID_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE}
 
-# The early-stop floor (module doc). RQFedRec is absent from both: its floor is T_warm + tau of its own
-# flags (`launchers.simulate`), so an ablation that changes tau changes it.
+# The early-stop floor (module doc, `early_stop_floor`). RQFedRec is absent from both: its floor is
+# T_warm + tau of its own flags, so an ablation that changes tau changes it.
 VALIDATED_MIN_ROUNDS = 30
 FLOORED = ('fedmf', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec')  # the grid chose for them (and RQFedRec)
 PRE_GRID_MIN_ROUNDS = {name: 0 for name in DEFAULT_LEARNING_RATE if name != 'rqfedrec'}
@@ -78,3 +78,12 @@ def defaults(algorithm: str, hyperparameter_set: str = 'validated') -> dict[str,
   if algorithm in min_rounds:
     values['min_rounds'] = min_rounds[algorithm]
   return values
+
+
+def early_stop_floor(algorithm: str, *, warmup_rounds: int, refresh_every: int,
+                     hyperparameter_set: str = 'validated') -> int:
+  """The round after which patience counts: T_warm + tau for RQFedRec (its validation dips while
+  Eq. 10 warms up), else the named set's floor (0 for an algorithm without one, such as MostPop)."""
+  if algorithm == 'rqfedrec':
+    return warmup_rounds + refresh_every
+  return SETS[hyperparameter_set][2].get(algorithm, 0)

@@ -42,6 +42,7 @@ import time
 
 import pandas as pd
 
+from tff_rqfed import hyperparameters
 from tff_rqfed.results_io import PROGRAM_STATE_DIR, write_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -106,13 +107,13 @@ def _same(requested, recorded) -> bool:
 
 def recorded_min_rounds(recorded: dict) -> int:
   """The early-stop floor of a run from its `flags.json`. Runs before the validated floor
-  (`hyperparameters.DEFAULT_MIN_ROUNDS`) recorded `min_rounds: null`, which meant T_warm + tau for
-  RQFedRec and 0 for every other algorithm."""
+  (`hyperparameters.DEFAULT_MIN_ROUNDS`) recorded `min_rounds: null`, which meant the `pre_grid`
+  floor: T_warm + tau for RQFedRec and 0 for every other algorithm."""
   if recorded.get('min_rounds') is not None:
     return int(recorded['min_rounds'])
-  if recorded.get('algorithm') == 'rqfedrec':
-    return int(recorded['warmup_rounds']) + int(recorded['refresh_every'])
-  return 0
+  return hyperparameters.early_stop_floor(
+      recorded.get('algorithm'), warmup_rounds=int(recorded.get('warmup_rounds', 0)),
+      refresh_every=int(recorded.get('refresh_every', 0)), hyperparameter_set='pre_grid')
 
 
 def same_stopping(requested_min_rounds: int, recorded: dict, summary: dict) -> bool:
