@@ -62,3 +62,9 @@ def test_the_grid_moved_fedmf_rqfedrec_pfedrec_fedrap_fedncf_and_gpfedrec_so_the
 def test_unknown_set_or_algorithm_is_refused_by_name(algorithm, hyperparameter_set, message):
   with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]')):
     hyperparameters.defaults(algorithm, hyperparameter_set)
+
+
+def test_early_stop_floor_refuses_an_unknown_set_by_name_as_defaults_does():
+  for algorithm in ('fedmf', 'rqfedrec'):
+    with pytest.raises(ValueError, match=r"hyperparameter set 'tuned' is unknown; known: \['pre_grid', 'validated'\]"):
+      hyperparameters.early_stop_floor(algorithm, warmup_rounds=20, refresh_every=10, hyperparameter_set='tuned')

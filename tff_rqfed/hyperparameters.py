@@ -64,15 +64,20 @@ SETS = {'validated': (DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, DEFAULT_MIN_R
         'pre_grid': (PRE_GRID_LEARNING_RATE, PRE_GRID_WEIGHT_DECAY, PRE_GRID_MIN_ROUNDS)}
 
 
+def _named_set(hyperparameter_set: str) -> tuple[dict, dict, dict]:
+  """`(learning_rates, weight_decays, min_rounds)` of the named set; ValueError quoting an unknown name."""
+  if hyperparameter_set not in SETS:
+    raise ValueError(f'hyperparameter set {hyperparameter_set!r} is unknown; known: {sorted(SETS)}')
+  return SETS[hyperparameter_set]
+
+
 def defaults(algorithm: str, hyperparameter_set: str = 'validated') -> dict[str, float]:
   """`{'learning_rate', 'weight_decay', 'init_scale', 'min_rounds'}` of `algorithm` in the named set
   (`SETS`); without `min_rounds` for RQFedRec, whose floor follows its own T_warm and tau."""
-  if hyperparameter_set not in SETS:
-    raise ValueError(f'hyperparameter set {hyperparameter_set!r} is unknown; known: {sorted(SETS)}')
+  learning_rates, weight_decays, min_rounds = _named_set(hyperparameter_set)
   if algorithm not in DEFAULT_LEARNING_RATE:
     raise ValueError(f'{algorithm!r} has no hyperparameters; trainable algorithms: '
                      f'{sorted(DEFAULT_LEARNING_RATE)}')
-  learning_rates, weight_decays, min_rounds = SETS[hyperparameter_set]
   values = {'learning_rate': learning_rates[algorithm], 'weight_decay': weight_decays[algorithm],
             'init_scale': DEFAULT_INIT_SCALE[algorithm]}
   if algorithm in min_rounds:
@@ -84,6 +89,7 @@ def early_stop_floor(algorithm: str, *, warmup_rounds: int, refresh_every: int,
                      hyperparameter_set: str = 'validated') -> int:
   """The round after which patience counts: T_warm + tau for RQFedRec (its validation dips while
   Eq. 10 warms up), else the named set's floor (0 for an algorithm without one, such as MostPop)."""
+  _, _, min_rounds = _named_set(hyperparameter_set)
   if algorithm == 'rqfedrec':
     return warmup_rounds + refresh_every
-  return SETS[hyperparameter_set][2].get(algorithm, 0)
+  return min_rounds.get(algorithm, 0)
