@@ -87,9 +87,10 @@ _WORKER_TIMEOUT = flags.DEFINE_float(
     'failed call before the run stops with an error.', lower_bound=0.1)
 _PARTITION = flags.DEFINE_enum('partition', 'blocks', list(partition.SCHEMES), 'Client partition.')
 _CLIENTS = flags.DEFINE_integer('clients', 100, 'Number of clients (blocks partition).', lower_bound=1)
-_ROUNDS = flags.DEFINE_integer('rounds', 300, 'Maximum communication rounds.', lower_bound=1)
-_PATIENCE = flags.DEFINE_integer('patience', 10, 'Early-stopping patience in rounds (valid NDCG@10).',
-                                 lower_bound=1)
+_ROUNDS = flags.DEFINE_integer('rounds', hyperparameters.MAX_ROUNDS, 'Maximum communication rounds.',
+                                lower_bound=1)
+_PATIENCE = flags.DEFINE_integer('patience', hyperparameters.PATIENCE,
+                                 'Early-stopping patience in rounds (valid NDCG@10).', lower_bound=1)
 _MIN_ROUNDS = flags.DEFINE_integer(
     'min_rounds', None, 'Patience counts only after this round (default: T_warm + tau for rqfedrec, '
     'else the validated floor of tff_rqfed/hyperparameters.py, DEFAULT_MIN_ROUNDS).', lower_bound=0)

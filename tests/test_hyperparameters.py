@@ -68,3 +68,20 @@ def test_early_stop_floor_refuses_an_unknown_set_by_name_as_defaults_does():
   for algorithm in ('fedmf', 'rqfedrec'):
     with pytest.raises(ValueError, match=r"hyperparameter set 'tuned' is unknown; known: \['pre_grid', 'validated'\]"):
       hyperparameters.early_stop_floor(algorithm, warmup_rounds=20, refresh_every=10, hyperparameter_set='tuned')
+
+
+def test_stopping_in_passes_multiplies_patience_floor_and_cap_by_one_over_the_fraction():
+  assert hyperparameters.stopping_in_passes(1.0, min_rounds=30) == {'patience': 10, 'min_rounds': 30, 'rounds': 300}
+  assert hyperparameters.stopping_in_passes(0.1, min_rounds=30) == {'patience': 100, 'min_rounds': 300,
+                                                                    'rounds': 3000}
+  assert hyperparameters.stopping_in_passes(0.3, min_rounds=0, patience=3, rounds=7) == {
+      'patience': 10, 'min_rounds': 0, 'rounds': 23}
+  with pytest.raises(ValueError, match='client_fraction must be in \\(0, 1\\], got 0.0'):
+    hyperparameters.stopping_in_passes(0.0, min_rounds=30)
+
+
+def test_rqfedrec_schedule_constants_are_its_configs_defaults():
+  from tff_rqfed.algorithms import rqfedrec  # pylint: disable=g-import-not-at-top (imports TFF)
+  config = rqfedrec.RQConfig()
+  assert (hyperparameters.RQFEDREC_WARMUP_ROUNDS, hyperparameters.RQFEDREC_REFRESH_EVERY) == (
+      config.warmup_rounds, config.refresh_every)

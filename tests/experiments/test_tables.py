@@ -176,6 +176,24 @@ def test_sparse_samples_a_share_of_the_clients_and_shares_table2s_full_cells():
   assert sparse['rqfedrec-frac0.5-s0']['client_fraction'] == 0.5
 
 
+def test_sparse_cells_count_patience_floor_and_round_cap_in_passes_over_the_clients():
+  sparse = {c.name: c.flag_dict for c in tables.cells('sparse', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
+  # FedMF's validated floor 30 and RQFedRec's T_warm + tau = 30, patience 10 and cap 300, times 1/f.
+  for stem in ('fedmf', 'rqfedrec'):
+    assert {k: sparse[f'{stem}-frac0.1-s0'][k] for k in ('patience', 'min_rounds', 'rounds')} == {
+        'patience': 100, 'min_rounds': 300, 'rounds': 3000}
+    assert {k: sparse[f'{stem}-frac0.5-s0'][k] for k in ('patience', 'min_rounds', 'rounds')} == {
+        'patience': 20, 'min_rounds': 60, 'rounds': 600}
+    assert 'patience' not in sparse[f'{stem}-s0'] and 'rounds' not in sparse[f'{stem}-s0']
+  # The set's floor is what is scaled (FedMF has none before the grid), and the runner's --rounds caps.
+  pre_grid = {c.name: c.flag_dict for c in tables.cells('sparse', dataset_flags={'dataset': 'ml-100k'}, seeds=[0],
+                                                        hyperparameter_set='pre_grid')}
+  assert pre_grid['fedmf-frac0.1-s0']['min_rounds'] == 0 and pre_grid['rqfedrec-frac0.1-s0']['min_rounds'] == 300
+  capped = {c.name: c.flag_dict for c in tables.cells('sparse', dataset_flags={'dataset': 'ml-100k', 'rounds': 2},
+                                                      seeds=[0])}
+  assert capped['fedmf-frac0.1-s0']['rounds'] == 2
+
+
 def test_dataset_memory_flags_shard_only_the_algorithms_that_need_it_on_that_dataset():
   ml1m = tables.cells('table2', dataset_flags={'dataset': 'ml-1m'}, seeds=[0],
                       methods=['gpfedrec', 'fedcia', 'fedrap', 'fedmf', 'mostpop'],

@@ -161,6 +161,8 @@ SPECS: dict[str, dict] = {
                           + ('RQFedRec, M 256',)}},
     # Issue 9: clients sampled per round (launchers.simulate --client_fraction; the others keep their
     # state). Fraction 1 is Table 2's cells; one user per client is Table 3's FedMF and RQFedRec rows.
+    # At fraction f the early stop counts passes over the clients: patience, floor and round cap are
+    # the full runs' times 1/f (`_stopping_in_passes`); RQFedRec's T_warm and tau stay in rounds (Eq. 10).
     'sparse': {'title': 'Sparse participation: a share of the 100 clients sampled in each round', 'rows': tuple(
         _row(f'{label}, {fraction:g} of the clients', stem if fraction == 1 else f'{stem}-frac{fraction:g}',
              algorithm=stem, **({} if fraction == 1 else {'client_fraction': fraction}))
@@ -216,10 +218,24 @@ def tuned_flags(algorithm: str, hyperparameter_set: str = 'validated') -> dict[s
   return hyperparameters.defaults(algorithm, hyperparameter_set)
 
 
+def _stopping_in_passes(flags: dict, hyperparameter_set: str) -> dict:
+  """A sparse row's (`client_fraction` f < 1) patience, floor and round cap: the full runs' times 1/f
+  (`hyperparameters.stopping_in_passes`); the floor is the method's in the set, RQFedRec's T_warm + tau."""
+  fraction = float(flags.get('client_fraction', 1.0))
+  if fraction >= 1.0:
+    return {}
+  floor = flags.get('min_rounds', hyperparameters.early_stop_floor(
+      flags['algorithm'], warmup_rounds=int(flags.get('warmup_rounds', hyperparameters.RQFEDREC_WARMUP_ROUNDS)),
+      refresh_every=int(flags.get('refresh_every', hyperparameters.RQFEDREC_REFRESH_EVERY)),
+      hyperparameter_set=hyperparameter_set))
+  return hyperparameters.stopping_in_passes(fraction, min_rounds=int(floor))
+
+
 def _cell(row: Row, name: str, *, dataset_flags: dict, seed: int, overrides: dict | None = None,
           extra: dict | None = None, hyperparameter_set: str = 'validated') -> Cell:
-  flags = {**tuned_flags(row.algorithm, hyperparameter_set), **dict(row.flags), **dataset_flags,
-           'seed': seed}
+  flags = {**tuned_flags(row.algorithm, hyperparameter_set), **dict(row.flags)}
+  flags.update(_stopping_in_passes(flags, hyperparameter_set))  # before dataset_flags: --rounds caps it
+  flags.update({**dataset_flags, 'seed': seed})
   flags.update(overrides or {})
   if row.algorithm != 'mostpop':
     flags.update((extra or {}).get(row.algorithm, {}))
