@@ -70,12 +70,13 @@ def test_early_stop_floor_refuses_an_unknown_set_by_name_as_defaults_does():
       hyperparameters.early_stop_floor(algorithm, warmup_rounds=20, refresh_every=10, hyperparameter_set='tuned')
 
 
-def test_stopping_in_passes_multiplies_patience_floor_and_cap_by_one_over_the_fraction():
-  assert hyperparameters.stopping_in_passes(1.0, min_rounds=30) == {'patience': 10, 'min_rounds': 30, 'rounds': 300}
-  assert hyperparameters.stopping_in_passes(0.1, min_rounds=30) == {'patience': 100, 'min_rounds': 300,
-                                                                    'rounds': 3000}
+def test_stopping_in_passes_multiplies_patience_floor_cap_and_validation_interval_by_one_over_the_fraction():
+  assert hyperparameters.stopping_in_passes(1.0, min_rounds=30) == {
+      'patience': 10, 'min_rounds': 30, 'rounds': 300, 'eval_every': 1}
+  assert hyperparameters.stopping_in_passes(0.1, min_rounds=30) == {
+      'patience': 100, 'min_rounds': 300, 'rounds': 3000, 'eval_every': 10}
   assert hyperparameters.stopping_in_passes(0.3, min_rounds=0, patience=3, rounds=7) == {
-      'patience': 10, 'min_rounds': 0, 'rounds': 23}
+      'patience': 10, 'min_rounds': 0, 'rounds': 23, 'eval_every': 3}
   with pytest.raises(ValueError, match='client_fraction must be in \\(0, 1\\], got 0.0'):
     hyperparameters.stopping_in_passes(0.0, min_rounds=30)
 

@@ -176,15 +176,17 @@ def test_sparse_samples_a_share_of_the_clients_and_shares_table2s_full_cells():
   assert sparse['rqfedrec-frac0.5-s0']['client_fraction'] == 0.5
 
 
-def test_sparse_cells_count_patience_floor_and_round_cap_in_passes_over_the_clients():
+def test_sparse_cells_count_patience_floor_round_cap_and_validation_in_passes_over_the_clients():
   sparse = {c.name: c.flag_dict for c in tables.cells('sparse', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
-  # FedMF's validated floor 30 and RQFedRec's T_warm + tau = 30, patience 10 and cap 300, times 1/f.
+  # FedMF's validated floor 30 and RQFedRec's T_warm + tau = 30, patience 10, cap 300 and validation
+  # every round, times 1/f.
+  rule = ('patience', 'min_rounds', 'rounds', 'eval_every')
   for stem in ('fedmf', 'rqfedrec'):
-    assert {k: sparse[f'{stem}-frac0.1-s0'][k] for k in ('patience', 'min_rounds', 'rounds')} == {
-        'patience': 100, 'min_rounds': 300, 'rounds': 3000}
-    assert {k: sparse[f'{stem}-frac0.5-s0'][k] for k in ('patience', 'min_rounds', 'rounds')} == {
-        'patience': 20, 'min_rounds': 60, 'rounds': 600}
-    assert 'patience' not in sparse[f'{stem}-s0'] and 'rounds' not in sparse[f'{stem}-s0']
+    assert {k: sparse[f'{stem}-frac0.1-s0'][k] for k in rule} == {
+        'patience': 100, 'min_rounds': 300, 'rounds': 3000, 'eval_every': 10}
+    assert {k: sparse[f'{stem}-frac0.5-s0'][k] for k in rule} == {
+        'patience': 20, 'min_rounds': 60, 'rounds': 600, 'eval_every': 2}
+    assert not {'patience', 'rounds', 'eval_every'} & set(sparse[f'{stem}-s0'])  # Table 2's cells
   # The set's floor is what is scaled (FedMF has none before the grid), and the runner's --rounds caps.
   pre_grid = {c.name: c.flag_dict for c in tables.cells('sparse', dataset_flags={'dataset': 'ml-100k'}, seeds=[0],
                                                         hyperparameter_set='pre_grid')}

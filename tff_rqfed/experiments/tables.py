@@ -161,8 +161,9 @@ SPECS: dict[str, dict] = {
                           + ('RQFedRec, M 256',)}},
     # Issue 9: clients sampled per round (launchers.simulate --client_fraction; the others keep their
     # state). Fraction 1 is Table 2's cells; one user per client is Table 3's FedMF and RQFedRec rows.
-    # At fraction f the early stop counts passes over the clients: patience, floor and round cap are
-    # the full runs' times 1/f (`_stopping_in_passes`); RQFedRec's T_warm and tau stay in rounds (Eq. 10).
+    # At fraction f the early stop counts passes over the clients: patience, floor, round cap and the
+    # validation interval are the full runs' times 1/f (`_stopping_in_passes`); RQFedRec's T_warm and
+    # tau stay in rounds (Eq. 10).
     'sparse': {'title': 'Sparse participation: a share of the 100 clients sampled in each round', 'rows': tuple(
         _row(f'{label}, {fraction:g} of the clients', stem if fraction == 1 else f'{stem}-frac{fraction:g}',
              algorithm=stem, **({} if fraction == 1 else {'client_fraction': fraction}))
@@ -219,8 +220,9 @@ def tuned_flags(algorithm: str, hyperparameter_set: str = 'validated') -> dict[s
 
 
 def _stopping_in_passes(flags: dict, hyperparameter_set: str) -> dict:
-  """A sparse row's (`client_fraction` f < 1) patience, floor and round cap: the full runs' times 1/f
-  (`hyperparameters.stopping_in_passes`); the floor is the method's in the set, RQFedRec's T_warm + tau."""
+  """A sparse row's (`client_fraction` f < 1) patience, floor, round cap and validation interval: the
+  full runs' times 1/f (`hyperparameters.stopping_in_passes`); the floor is the method's in the set,
+  RQFedRec's T_warm + tau."""
   fraction = float(flags.get('client_fraction', 1.0))
   if fraction >= 1.0:
     return {}
