@@ -74,7 +74,9 @@ _TRACK_SIMILARITY = flags.DEFINE_bool(
     "server-side item table: fedmf, rqfedrec, fedalphafuse, fedrlm_con, fedrlm_gen).")
 _CLIENT_FRACTION = flags.DEFINE_float(
     'client_fraction', 1.0, 'Share of the clients sampled to take part in each round (the others keep '
-    'their state); 1: every client, every round.', lower_bound=0.001, upper_bound=1.0)
+    'their state); 1: every client, every round. The stopping flags stay in rounds: the experiment '
+    "runner's sparse rows pass --patience, --min_rounds, --rounds and --eval_every times 1/f.",
+    lower_bound=0.001, upper_bound=1.0)
 _CLIENT_SHARDS = flags.DEFINE_integer(
     'client_shards', None, "Run each round's clients in this many shards, each summed apart and "
     'combined into the same mean (bounds the worker memory; default one per worker).', lower_bound=1)

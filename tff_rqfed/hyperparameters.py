@@ -24,7 +24,9 @@ PFedRec, FedRAP, FedNCF, GPFedRec) have the same floor of 30 (`DEFAULT_MIN_ROUND
 sits on a popularity plateau for its first 4-16 rounds, which patience 10 alone can end (Table 7's
 noise-0.05 cell stopped at round 16, below MostPop; docs/RESULTS.md "Table 7"). A floor only changes
 runs whose best round came before it. The methods not yet through the grid keep their pre-grid
-values, floor 0 included, in both sets.
+values, floor 0 included, in both sets. When a share f of the clients takes part in each round, the
+experiment runner counts the rule in passes over the clients (`stopping_in_passes`: patience, floor,
+round cap and validation interval times 1/f).
 
 Two named sets (`SETS`, `defaults`): `validated`, the values above, and `pre_grid`, the values every
 algorithm had before the grid (lr 0.01, weight decay 0, the same initialisation scales, no floor but
