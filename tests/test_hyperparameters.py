@@ -81,7 +81,7 @@ def test_stopping_in_passes_multiplies_patience_floor_cap_and_validation_interva
     hyperparameters.stopping_in_passes(0.0, min_rounds=30)
 
 
-def test_rqfedrec_schedule_constants_are_its_configs_defaults():
+def test_rqfedrec_config_takes_its_schedule_defaults_from_these_constants():
   from tff_rqfed.algorithms import rqfedrec  # pylint: disable=g-import-not-at-top (imports TFF)
   config = rqfedrec.RQConfig()
   assert (hyperparameters.RQFEDREC_WARMUP_ROUNDS, hyperparameters.RQFEDREC_REFRESH_EVERY) == (

@@ -63,8 +63,8 @@ PRE_GRID_MIN_ROUNDS = {name: 0 for name in DEFAULT_LEARNING_RATE if name != 'rqf
 DEFAULT_MIN_ROUNDS = PRE_GRID_MIN_ROUNDS | {name: VALIDATED_MIN_ROUNDS for name in FLOORED}
 
 # The rest of the stopping rule (`launchers.simulate`'s --patience and --rounds defaults), and
-# RQFedRec's T_warm and tau at `algorithms.rqfedrec.RQConfig`'s defaults (its floor, 30; a test holds
-# them equal), so that the experiment runner can scale the rule without building the algorithm.
+# RQFedRec's T_warm and tau (`algorithms.rqfedrec.RQConfig`'s defaults, its floor 30), here so that the
+# experiment runner can scale the rule without importing the algorithm (and TFF).
 PATIENCE = 10
 MAX_ROUNDS = 300
 RQFEDREC_WARMUP_ROUNDS = 20
@@ -115,10 +115,10 @@ def stopping_in_passes(client_fraction: float, *, min_rounds: int, patience: int
   plateau of the first 4-20 full rounds at lr 0.001) after three. Patience, floor and round cap are
   multiplied by 1/f and rounded, and validation runs once a pass (every 1/f rounds, rounded) instead
   of every round, so a run validates as often per pass as a full one does (at f = 0.1 FedMF trained
-  a round in 0.23 s and took 0.62 s with its validation and checkpoints). Measured without it (docs/RESULTS.md "Sparse
-  participation"): FedMF at f = 0.1, lr 0.001, stopped at rounds 50 and 62 on the popularity plateau
-  (recall@10 0.083, below MostPop's 0.0975) and ran into the 300-round cap on the third seed, its best
-  at round 299.
+  a round in 0.23 s and took 0.62 s with its validation and checkpoints). Measured without it
+  (docs/RESULTS.md "Sparse participation"): FedMF at f = 0.1, lr 0.001, stopped at rounds 50 and 62
+  on the popularity plateau (recall@10 0.083, below MostPop's 0.0975) and ran into the 300-round cap
+  on the third seed, its best at round 299.
   """
   if not 0.0 < client_fraction <= 1.0:
     raise ValueError(f'client_fraction must be in (0, 1], got {client_fraction!r}')

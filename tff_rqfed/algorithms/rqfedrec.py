@@ -64,6 +64,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_rqfed import devices
+from tff_rqfed import hyperparameters
 from tff_rqfed import random_streams
 from tff_rqfed.federated import client_work as cw
 from tff_rqfed.federated import privacy
@@ -96,8 +97,8 @@ class RQConfig:
 
   levels: int = 3
   codes_per_level: int = 256
-  refresh_every: int = 10  # tau
-  warmup_rounds: int = 20  # T_warm (paper: 100)
+  refresh_every: int = hyperparameters.RQFEDREC_REFRESH_EVERY  # tau (10)
+  warmup_rounds: int = hyperparameters.RQFEDREC_WARMUP_ROUNDS  # T_warm (20; paper: 100)
   max_collaborative_rate: float = 1.0  # lambda's ceiling (paper: 1)
   laplace_scale: float = 0.0  # delta of Eq. 11
   laplace_clip: float = 0.0  # L1 bound of each item row before the noise (0: none; privacy.py)

@@ -226,11 +226,14 @@ def _stopping_in_passes(flags: dict, hyperparameter_set: str) -> dict:
   fraction = float(flags.get('client_fraction', 1.0))
   if fraction >= 1.0:
     return {}
-  floor = flags.get('min_rounds', hyperparameters.early_stop_floor(
-      flags['algorithm'], warmup_rounds=int(flags.get('warmup_rounds', hyperparameters.RQFEDREC_WARMUP_ROUNDS)),
-      refresh_every=int(flags.get('refresh_every', hyperparameters.RQFEDREC_REFRESH_EVERY)),
-      hyperparameter_set=hyperparameter_set))
-  return hyperparameters.stopping_in_passes(fraction, min_rounds=int(floor))
+  if 'min_rounds' in flags:  # the set's floor (`tuned_flags`); RQFedRec has none there
+    floor = int(flags['min_rounds'])
+  else:
+    floor = hyperparameters.early_stop_floor(
+        flags['algorithm'], hyperparameter_set=hyperparameter_set,
+        warmup_rounds=int(flags.get('warmup_rounds', hyperparameters.RQFEDREC_WARMUP_ROUNDS)),
+        refresh_every=int(flags.get('refresh_every', hyperparameters.RQFEDREC_REFRESH_EVERY)))
+  return hyperparameters.stopping_in_passes(fraction, min_rounds=floor)
 
 
 def _cell(row: Row, name: str, *, dataset_flags: dict, seed: int, overrides: dict | None = None,
