@@ -8,6 +8,7 @@ r"""Regenerates a table or figure of the paper (or the validation grid) by runni
   python -m launchers.experiments --analysis=sparse                   # 10% / 50% / all clients a round
   python -m launchers.experiments --analysis=privacy --seeds=0        # upload attack AUC, epsilon
   python -m launchers.experiments --grid --methods=fedmf,rqfedrec     # lr x weight decay, seed 0
+  python -m launchers.experiments --grid --analysis=budget --methods=fedmf-d32  # the grid of one row
   python -m launchers.experiments --table=4                           # communication, five datasets, no data
   python -m launchers.experiments --table=2 --quick                   # tiny synthetic data, 2 rounds
   python -m launchers.experiments --table=5 --hyperparameters=pre_grid  # as run before the grid
@@ -20,7 +21,10 @@ and `table<N>.md` / `figure<N>.md` (laid out like the paper's table, its numbers
 validation curve per row (`<target>-validation.png`) and for Figure 3 its bars (`figure3.png`); or,
 with `--grid`,
 `grid.csv`, `choosing.md` and `chosen.json` (the best learning rate and weight decay per method on
-validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). A cell's learning rate, weight
+validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). `--grid` with a table, figure or
+analysis runs the grid over the rows `--methods` names (row stems, each with its row's flags, e.g. the
+budget's smaller d) into `grid/<target>/` and writes `grid-<target>.csv`, `choosing-<target>.md` and
+`chosen-<target>.json` (copy them into `hyperparameters.ROW_CHOICES`). A cell's learning rate, weight
 decay and early-stop floor come from a named set of `tff_rqfed/hyperparameters.py`, the validated
 values unless `--hyperparameters=pre_grid` asks for the values the tables were run with before the
 grid. A failed
@@ -59,7 +63,9 @@ _ANALYSIS = flags.DEFINE_enum('analysis', None, ANALYSES,
                               "Beyond the paper: 'privacy' (the server's upload attack and epsilon), 'longtail' "
                               "(metrics on the head, torso and tail items), 'coldstart' (10% of the items never trained), "
                               "'budget' (NDCG against the values uploaded), 'sparse' (clients sampled per round).")
-_GRID = flags.DEFINE_bool('grid', False, 'Run the learning-rate x weight-decay validation grid instead.')
+_GRID = flags.DEFINE_bool('grid', False, 'Run the learning-rate x weight-decay validation grid instead: '
+                          'of the algorithms --methods names, or with --table, --figure or --analysis of '
+                          "that target's rows --methods names (row stems).")
 _DATASET = flags.DEFINE_enum('dataset', 'ml-100k', ['ml-100k', 'ml-1m'], 'Dataset of the cells.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default 0,1,2; the grid and --quick: 0).')
 _METHODS = flags.DEFINE_list('methods', None, 'Run only these rows (cell stems, e.g. fedmf,rqfedrec-hash); '
@@ -108,13 +114,20 @@ def _floats(flag) -> tuple[float, ...] | None:
     _fail(f'--{flag.name} must be numbers, got {",".join(flag.value)!r}')
 
 
-def _target() -> str:
-  """'table<N>', 'figure<N>' or 'grid': what this invocation regenerates."""
-  if _GRID.value:
-    return 'grid'
+def _named_target() -> str | None:
+  """'table<N>', 'figure<N>' or the analysis the flags name (None: only --grid)."""
   if _ANALYSIS.value:
     return _ANALYSIS.value
-  return f'table{_TABLE.value}' if _TABLE.value is not None else f'figure{_FIGURE.value}'
+  if _TABLE.value is not None:
+    return f'table{_TABLE.value}'
+  return f'figure{_FIGURE.value}' if _FIGURE.value is not None else None
+
+
+def _target() -> str:
+  """'table<N>', 'figure<N>', the analysis, 'grid' or 'grid-<target>': what this invocation regenerates."""
+  if _GRID.value:
+    return 'grid' if _named_target() is None else f'grid-{_named_target()}'
+  return _named_target()
 
 
 def _plan(output_dir: pathlib.Path) -> tuple[list[cells_lib.Cell], list[cells_lib.Cell]]:
@@ -135,7 +148,8 @@ def _plan(output_dir: pathlib.Path) -> tuple[list[cells_lib.Cell], list[cells_li
       _fail('--hyperparameters does not apply to --grid, which sets the learning rate and weight decay '
             'of each cell itself (--learning_rates, --weight_decays)')
     grid = tables.grid_cells(_METHODS.value, dataset_flags=dataset_flags, seed=seeds[0], extra=extra,
-                             learning_rates=_floats(_LEARNING_RATES), weight_decays=_floats(_WEIGHT_DECAYS))
+                             learning_rates=_floats(_LEARNING_RATES), weight_decays=_floats(_WEIGHT_DECAYS),
+                             target=_named_target())
     return grid, grid
   common = dict(dataset_flags=dataset_flags, seeds=seeds, extra=extra,
                 hyperparameter_set=_HYPERPARAMETERS.value)
@@ -196,10 +210,11 @@ def _other_finished_rows(plan, every, output_dir: pathlib.Path) -> list[dict]:
 def _write(records: list[dict], output_dir: pathlib.Path, dataset: str) -> str:
   frame = pd.DataFrame(records)
   if _GRID.value:
-    frame = cells_lib.merge_csv(frame, output_dir / 'grid.csv')  # every method's grid run so far
+    suffix = _target()[len('grid'):]  # '' or '-<target>'
+    frame = cells_lib.merge_csv(frame, output_dir / f'grid{suffix}.csv')  # every row's grid run so far
     text, chosen = tables.choosing_markdown(frame)
-    write_atomic(output_dir / 'choosing.md', text)
-    write_atomic(output_dir / 'chosen.json', json.dumps(chosen, indent=2, sort_keys=True) + '\n')
+    write_atomic(output_dir / f'choosing{suffix}.md', text)
+    write_atomic(output_dir / f'chosen{suffix}.json', json.dumps(chosen, indent=2, sort_keys=True) + '\n')
     return text
   cells_lib.merge_csv(frame, output_dir / 'cells.csv')
   target = _target()
@@ -265,15 +280,18 @@ def _communication_table(output_dir: pathlib.Path) -> str:
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]!r}')
-  if sum([_TABLE.value is not None, _FIGURE.value is not None, _ANALYSIS.value is not None,
-          _GRID.value]) != 1:
-    _fail('give exactly one of --table=N, --figure=N, --analysis=NAME or --grid')
+  targets = sum([_TABLE.value is not None, _FIGURE.value is not None, _ANALYSIS.value is not None])
+  if targets > 1 or targets == 0 and not _GRID.value:
+    _fail('give exactly one of --table=N, --figure=N, --analysis=NAME or --grid (--grid may name one '
+          'of the others: the grid over its rows)')
   if _TABLE.value is not None and _TABLE.value not in IMPLEMENTED_TABLES:
     _fail(f'--table={_TABLE.value} is not implemented; implemented tables: {IMPLEMENTED_TABLES}')
   if _FIGURE.value is not None and _FIGURE.value not in IMPLEMENTED_FIGURES:
     _fail(f'--figure={_FIGURE.value} is not implemented; implemented figures: {IMPLEMENTED_FIGURES}')
   name = 'quick' if _QUICK.value else _DATASET.value
   output_dir = pathlib.Path(_OUTPUT_DIR.value or f'results/experiments/{name}')
+  if _TABLE.value == 4 and _GRID.value:
+    _fail('--table=4 has no cells to choose hyperparameters for (its numbers come from the TFF types)')
   if _TABLE.value == 4:
     print(_communication_table(output_dir))
     return

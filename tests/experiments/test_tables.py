@@ -106,6 +106,24 @@ def test_grid_is_the_papers_learning_rate_by_weight_decay_grid():
     tables.grid_cells(['mostpop'], dataset_flags=ML100K)
 
 
+
+def test_grid_over_a_targets_rows_keeps_each_rows_flags_in_the_targets_own_folder():
+  plan = tables.grid_cells(['fedmf-d32', 'rqfedrec-m16'], dataset_flags=ML100K, target='budget',
+                           learning_rates=(0.01, 0.001), weight_decays=(1e-6,))
+  by_name = {c.name: c for c in plan}
+  assert sorted(by_name) == ['grid/budget/fedmf-d32-lr0.001-wd1e-06-s0', 'grid/budget/fedmf-d32-lr0.01-wd1e-06-s0',
+                             'grid/budget/rqfedrec-m16-lr0.001-wd1e-06-s0',
+                             'grid/budget/rqfedrec-m16-lr0.01-wd1e-06-s0']
+  cell = by_name['grid/budget/fedmf-d32-lr0.01-wd1e-06-s0']
+  assert cell.row == 'fedmf-d32'  # chosen-budget.json is keyed by the stem
+  assert cell.flag_dict['embedding_dim'] == 32 and cell.flag_dict['learning_rate'] == 0.01
+  assert cell.flag_dict['min_rounds'] == hyperparameters.VALIDATED_MIN_ROUNDS
+  assert by_name['grid/budget/rqfedrec-m16-lr0.001-wd1e-06-s0'].flag_dict['codes_per_level'] == 16
+  with pytest.raises(ValueError, match=r"grid methods \['fedmf-d7'\] are not trainable rows of budget"):
+    tables.grid_cells(['fedmf-d7'], dataset_flags=ML100K, target='budget')
+  with pytest.raises(ValueError, match=r"grid methods \['mostpop'\] are not trainable rows of longtail"):
+    tables.grid_cells(['mostpop'], dataset_flags=ML100K, target='longtail')
+
 def _record(row, seed, recall, ndcg, paper_ndcg, **extra):
   return {'cell': f'{row}-s{seed}', 'row': row, 'test/recall@10': recall, 'test/mrr@10': 0.3,
           'test/ndcg@10': ndcg, 'test_paper/recall@10': recall, 'test_paper/mrr@10': 0.5,

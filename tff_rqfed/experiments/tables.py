@@ -264,21 +264,33 @@ def cells(name: str, *, dataset_flags: dict, seeds, methods=None, extra=None,
 
 
 def grid_cells(methods, *, dataset_flags: dict, seed: int = 0, extra=None, learning_rates=None,
-               weight_decays=None) -> list[Cell]:
+               weight_decays=None, target: str | None = None) -> list[Cell]:
   """The validation grid of Sec. 6.1: learning rate x weight decay for each method, one seed.
 
+  `methods` are algorithm names (cells `grid/<method>-lr<lr>-wd<wd>-s<seed>`), or with `target` (a
+  name of `SPECS`) stems of that target's rows, each cell with its row's flags (the budget's
+  `fedmf-d32` is FedMF at d = 32; cells `grid/<target>/<stem>-lr...`): a row that changes the model's
+  size gets its learning rate chosen on its own validation (`hyperparameters.ROW_CHOICES`).
   `learning_rates` and `weight_decays` default to the paper's grid (`hyperparameters`).
   """
-  unknown = sorted(set(methods) - set(hyperparameters.DEFAULT_LEARNING_RATE))
-  if unknown:
-    raise ValueError(f'grid methods {unknown} are not trainable algorithms; '
-                     f'known: {sorted(hyperparameters.DEFAULT_LEARNING_RATE)}')
+  if target is None:
+    rows, prefix = [_row(method, method) for method in methods], 'grid/'
+    unknown = sorted(set(methods) - set(hyperparameters.DEFAULT_LEARNING_RATE))
+    if unknown:
+      raise ValueError(f'grid methods {unknown} are not trainable algorithms; '
+                       f'known: {sorted(hyperparameters.DEFAULT_LEARNING_RATE)}')
+  else:
+    by_stem = {row.stem: row for row in spec_of(target)['rows']
+               if row.algorithm in hyperparameters.DEFAULT_LEARNING_RATE}
+    unknown = sorted(set(methods) - set(by_stem))
+    if unknown:
+      raise ValueError(f'grid methods {unknown} are not trainable rows of {target}; rows: {sorted(by_stem)}')
+    rows, prefix = [dataclasses.replace(by_stem[stem], label=stem) for stem in methods], f'grid/{target}/'
   out = []
-  for method in methods:
-    row = _row(method, method)
+  for row in rows:
     for lr in learning_rates or hyperparameters.LEARNING_RATE_GRID:
       for wd in weight_decays or hyperparameters.WEIGHT_DECAY_GRID:
-        out.append(_cell(row, f'grid/{method}-lr{lr:g}-wd{wd:g}-s{seed}', dataset_flags=dataset_flags,
+        out.append(_cell(row, f'{prefix}{row.stem}-lr{lr:g}-wd{wd:g}-s{seed}', dataset_flags=dataset_flags,
                          seed=seed, overrides={'learning_rate': lr, 'weight_decay': wd}, extra=extra))
   return out
 
