@@ -28,6 +28,11 @@ values, floor 0 included, in both sets. When a share f of the clients takes part
 experiment runner counts the rule in passes over the clients (`stopping_in_passes`: patience, floor,
 round cap and validation interval times 1/f).
 
+A row of a table that changes the model's size (the budget analysis's smaller d) has its learning
+rate chosen on its own validation, over the same learning rates at the weight decay chosen at
+d = 512 (`ROW_CHOICES`, `row_choice`; `launchers.experiments --grid --analysis=budget`): the value
+chosen at d = 512 left every smaller d but FedMF's d = 256 on the popularity plateau.
+
 Two named sets (`SETS`, `defaults`): `validated`, the values above, and `pre_grid`, the values every
 algorithm had before the grid (lr 0.01, weight decay 0, the same initialisation scales, no floor but
 RQFedRec's). Most ML-100k tables of docs/RESULTS.md ran their FedMF and RQFedRec cells at `pre_grid`;
@@ -70,6 +75,19 @@ MAX_ROUNDS = 300
 RQFEDREC_WARMUP_ROUNDS = 20
 RQFEDREC_REFRESH_EVERY = 10
 
+# Rows of a target whose model differs in size from the d = 512 the grid chose at (the budget's smaller
+# d): their learning rate chosen on their own validation NDCG@10 (seed 0) over the paper's learning
+# rates at the weight decay chosen at d = 512 (`launchers.experiments --grid --analysis=budget
+# --methods=<stems> --weight_decays=1e-6`, `chosen-budget.json`); target -> row stem -> values. The
+# `validated` set only: `pre_grid` runs every row at its algorithm's pre-grid values.
+# Every smaller d chose lr 0.01 for both methods (seed 0, validation NDCG@10 0.194-0.206 against
+# 0.090-0.110 at lr 0.001 and 0.0001, where all but FedMF's and RQFedRec's d = 256 stop on the
+# popularity plateau; docs/RESULTS.md "Budget").
+ROW_CHOICES: dict[str, dict[str, dict[str, float]]] = {
+    'budget': {f'{method}-d{d}': {'learning_rate': 0.01, 'weight_decay': 1e-6}
+               for method in ('fedmf', 'rqfedrec') for d in (32, 64, 128, 256)},
+}
+
 SETS = {'validated': (DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, DEFAULT_MIN_ROUNDS),
         'pre_grid': (PRE_GRID_LEARNING_RATE, PRE_GRID_WEIGHT_DECAY, PRE_GRID_MIN_ROUNDS)}
 
@@ -93,6 +111,13 @@ def defaults(algorithm: str, hyperparameter_set: str = 'validated') -> dict[str,
   if algorithm in min_rounds:
     values['min_rounds'] = min_rounds[algorithm]
   return values
+
+
+def row_choice(target: str, stem: str, hyperparameter_set: str = 'validated') -> dict[str, float]:
+  """The learning rate and weight decay chosen for row `stem` of `target` (`ROW_CHOICES`), which
+  replace its algorithm's in the `validated` set; `{}` for every other row and set."""
+  _named_set(hyperparameter_set)
+  return dict(ROW_CHOICES.get(target, {}).get(stem, {})) if hyperparameter_set == 'validated' else {}
 
 
 def early_stop_floor(algorithm: str, *, warmup_rounds: int, refresh_every: int,

@@ -178,6 +178,28 @@ def test_budget_varies_fedmfs_d_and_rqfedrecs_m_and_d_and_shares_table2s_default
   assert len(budget) == 14
 
 
+
+def test_budget_rows_chosen_on_their_own_validation_carry_their_learning_rate_in_the_validated_set_only():
+  validated = {c.name: c.flag_dict for c in tables.cells('budget', dataset_flags=ML100K, seeds=[1])}
+  pre_grid = {c.name: c.flag_dict for c in tables.cells('budget', dataset_flags=ML100K, seeds=[1],
+                                                        hyperparameter_set='pre_grid')}
+  chosen = hyperparameters.ROW_CHOICES['budget']
+  assert chosen  # the grid has chosen for some rows
+  for stem, values in chosen.items():
+    assert {k: validated[f'{stem}-s1'][k] for k in values} == values
+    assert values['learning_rate'] in hyperparameters.LEARNING_RATE_GRID
+    assert pre_grid[f'{stem}-s1']['learning_rate'] == 0.01 and pre_grid[f'{stem}-s1']['weight_decay'] == 0.0
+  for name in ('fedmf-s1', 'rqfedrec-s1'):  # d = 512, M = 256: the algorithm's grid, Table 2's cells
+    assert validated[name]['learning_rate'] == hyperparameters.DEFAULT_LEARNING_RATE[name[:-3]]
+
+
+def test_every_row_choice_names_a_row_of_its_target():
+  for target, rows in hyperparameters.ROW_CHOICES.items():
+    stems = {row.stem for row in tables.spec_of(target)['rows']}
+    assert set(rows) <= stems, sorted(set(rows) - stems)
+  with pytest.raises(ValueError, match="hyperparameter set 'tuned' is unknown"):
+    hyperparameters.row_choice('budget', 'fedmf-d32', 'tuned')
+
 def test_every_budget_curve_names_rows_of_the_budget_and_every_row_is_on_a_curve():
   spec = tables.spec_of('budget')
   labels = [row.label for row in spec['rows']]

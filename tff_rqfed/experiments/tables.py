@@ -143,8 +143,9 @@ SPECS: dict[str, dict] = {
     # sets it; RQFedRec's is 2 x L x M x d, here M at L = 3, d = 512, and d at L = 3, M = 256. On
     # ML-100k the rows send about the same by budget (FedMF d = 32 ... 512: 53,824 ... 861,184 values;
     # RQFedRec M = 16 ... 256: 49,152 ... 786,432; RQFedRec d = 32 ... 256: 49,152 ... 393,216). The
-    # d = 512 and M = 256 rows are Table 2's cells. The learning rates are those validated at d = 512,
-    # M = 256 (not searched again per budget). `curves` names the figure's lines (row labels in order).
+    # d = 512 and M = 256 rows are Table 2's cells. In the `validated` set a smaller d has the learning
+    # rate chosen on its own validation (`hyperparameters.ROW_CHOICES`, `--grid --analysis=budget`);
+    # `curves` names the figure's lines (row labels in order).
     'budget': {'title': 'Budget: test NDCG@10 against the values uploaded per client per round',
                'figure': 'budget', 'rows': tuple(
                    _row(f'FedMF, d {d}', 'fedmf' if d == 512 else f'fedmf-d{d}', algorithm='fedmf',
@@ -253,13 +254,16 @@ def cells(name: str, *, dataset_flags: dict, seeds, methods=None, extra=None,
 
   `dataset_flags` (e.g. `{'dataset': 'ml-100k'}`) go to every cell; `extra` maps an algorithm to
   more flags (the quick mode's small codebooks, a dataset's `DATASET_MEMORY_FLAGS`);
-  `hyperparameter_set` names the learning rates, weight decays and floors (`hyperparameters.SETS`).
+  `hyperparameter_set` names the learning rates, weight decays and floors (`hyperparameters.SETS`);
+  in `validated`, a row chosen on its own (`hyperparameters.ROW_CHOICES`, the budget's smaller d) has
+  its own learning rate and weight decay.
   """
   spec = spec_of(name)
   rows = [row for row in spec['rows'] if methods is None or row.stem in methods]
   prefix = f"{spec['subdir']}/" if 'subdir' in spec else ''
   return [_cell(row, f'{prefix}{row.stem}-s{seed}', dataset_flags=dataset_flags, seed=seed, extra=extra,
-                hyperparameter_set=hyperparameter_set)
+                hyperparameter_set=hyperparameter_set,
+                overrides=hyperparameters.row_choice(name, row.stem, hyperparameter_set))
           for row in rows for seed in seeds]
 
 
