@@ -43,7 +43,9 @@ def sweep(tmp_path_factory):
        'sparse': ('--analysis=sparse', '--methods=rqfedrec-frac0.5'),
        'figure4': ('--figure=4', '--methods=rqfedrec-similarity'),
        'coldstart': ('--analysis=coldstart', '--methods=rqfedrec-cold0.1'),
-       'grid': ('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0')},
+       'grid': ('--grid', '--methods=fedmf', '--learning_rates=0.05,0.01', '--weight_decays=0'),
+       'budget_grid': ('--grid', '--analysis=budget', '--methods=fedmf-d32', '--learning_rates=0.05',
+                       '--weight_decays=0')},
   ]
 
   def run_lane(lane):
@@ -143,6 +145,17 @@ def test_table7_injects_the_noise_ratio_it_names(sweep):
   noisy = json.loads((root / 'fedmf-noise0.05-s0/summary.json').read_text())['test']
   assert noisy != clean
   assert '| FedMF, noise 0.05 | 1 |' in (root / 'table7.md').read_text()
+
+
+def test_grid_over_a_targets_rows_writes_its_own_choosing_files_beside_the_algorithm_grid(sweep):
+  root, runs = sweep
+  _ok(runs['budget_grid'])
+  flags = json.loads((root / 'grid/budget/fedmf-d32-lr0.05-wd0-s0/flags.json').read_text())
+  assert (flags['learning_rate'], flags['weight_decay']) == (0.05, 0.0)
+  assert set(json.loads((root / 'chosen-budget.json').read_text())) == {'fedmf-d32'}
+  assert len(pd.read_csv(root / 'grid-budget.csv')) == 1
+  assert '| fedmf-d32 | **' in (root / 'choosing-budget.md').read_text()
+  assert 'fedmf-d32' not in json.loads((root / 'chosen.json').read_text())  # the algorithm grid's own
 
 
 def test_grid_of_another_method_adds_to_the_choosing_table_and_report_only_runs_nothing(sweep):
@@ -269,7 +282,10 @@ def test_pre_grid_hyperparameters_ask_for_other_cells_than_the_validated_ones(sw
     (['--table=9'], 'error: --table=9 is not implemented; implemented tables: [2, 3, 4, 5, 6, 7, 8]'),
     (['--figure=5'], 'error: --figure=5 is not implemented; implemented figures: [3, 4]'),
     (['--grid'], 'error: --grid needs --methods'),
-    (['--table=2', '--grid', '--methods=fedmf'], 'error: give exactly one of --table=N, --figure=N, --analysis=NAME or --grid'),
+    (['--table=2', '--figure=3'], 'error: give exactly one of --table=N, --figure=N, --analysis=NAME or --grid'),
+    (['--table=4', '--grid', '--methods=fedmf'], 'error: --table=4 has no cells to choose hyperparameters for'),
+    (['--grid', '--analysis=budget', '--methods=fedmf-d7'],
+     "error: grid methods ['fedmf-d7'] are not trainable rows of budget"),
     (['--table=2', '--methods=nope'], "error: --methods=nope matches no row of table2"),
     (['--table=2', '--seeds=a'], "error: --seeds must be integers, got 'a'"),
     (['--grid', '--methods=fedmf', '--hyperparameters=pre_grid'],
