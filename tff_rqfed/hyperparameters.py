@@ -82,12 +82,14 @@ RQFEDREC_REFRESH_EVERY = 10
 # `validated` set only: `pre_grid` runs every row at its algorithm's pre-grid values.
 # Every smaller d chose lr 0.01 for both methods (seed 0, validation NDCG@10 0.194-0.206 against
 # 0.090-0.110 at lr 0.001 and 0.0001, where all but FedMF's and RQFedRec's d = 256 stop on the
-# popularity plateau); RQFedRec's fewer codes per level at d = 512 chose per row (M 16: lr 0.01;
-# M 128: lr 0.001, as at M 256). docs/RESULTS.md "Budget".
+# popularity plateau); RQFedRec's fewer codes per level at d = 512 chose lr 0.01 at M 16 and 32 and
+# lr 0.001 at M 64 and 128, as at M 256. docs/RESULTS.md "Budget".
 ROW_CHOICES: dict[str, dict[str, dict[str, float]]] = {
     'budget': {f'{method}-d{d}': {'learning_rate': 0.01, 'weight_decay': 1e-6}
                for method in ('fedmf', 'rqfedrec') for d in (32, 64, 128, 256)} | {
         'rqfedrec-m16': {'learning_rate': 0.01, 'weight_decay': 1e-6},
+        'rqfedrec-m32': {'learning_rate': 0.01, 'weight_decay': 1e-6},
+        'rqfedrec-m64': {'learning_rate': 0.001, 'weight_decay': 1e-6},
         'rqfedrec-m128': {'learning_rate': 0.001, 'weight_decay': 1e-6}},
 }
 
