@@ -28,10 +28,11 @@ values, floor 0 included, in both sets. When a share f of the clients takes part
 experiment runner counts the rule in passes over the clients (`stopping_in_passes`: patience, floor,
 round cap and validation interval times 1/f).
 
-A row of a table that changes the model's size (the budget analysis's smaller d) has its learning
-rate chosen on its own validation, over the same learning rates at the weight decay chosen at
-d = 512 (`ROW_CHOICES`, `row_choice`; `launchers.experiments --grid --analysis=budget`): the value
-chosen at d = 512 left every smaller d but FedMF's d = 256 on the popularity plateau.
+A row of a table that changes the model's size (the budget analysis's smaller d and M) has its
+learning rate chosen on its own validation, over the same learning rates at the weight decay chosen
+at d = 512 (`ROW_CHOICES`, `row_choice`; `launchers.experiments --grid --analysis=budget`): the lr
+0.001 chosen at d = 512 left five of the eight smaller-d rows (FedMF d 32 and 64, RQFedRec d 32 to
+128) on the popularity plateau.
 
 Two named sets (`SETS`, `defaults`): `validated`, the values above, and `pre_grid`, the values every
 algorithm had before the grid (lr 0.01, weight decay 0, the same initialisation scales, no floor but
@@ -76,14 +77,14 @@ RQFEDREC_WARMUP_ROUNDS = 20
 RQFEDREC_REFRESH_EVERY = 10
 
 # Rows of a target whose model differs in size from the d = 512 the grid chose at (the budget's smaller
-# d): their learning rate chosen on their own validation NDCG@10 (seed 0) over the paper's learning
+# d and M): their learning rate chosen on their own validation NDCG@10 (seed 0) over the paper's learning
 # rates at the weight decay chosen at d = 512 (`launchers.experiments --grid --analysis=budget
 # --methods=<stems> --weight_decays=1e-6`, `chosen-budget.json`); target -> row stem -> values. The
 # `validated` set only: `pre_grid` runs every row at its algorithm's pre-grid values.
-# Every smaller d chose lr 0.01 for both methods (seed 0, validation NDCG@10 0.194-0.206 against
-# 0.090-0.110 at lr 0.001 and 0.0001, where all but FedMF's and RQFedRec's d = 256 stop on the
-# popularity plateau); RQFedRec's fewer codes per level at d = 512 chose lr 0.01 at M 16 and 32 and
-# lr 0.001 at M 64 and 128, as at M 256. docs/RESULTS.md "Budget".
+# Every smaller d chose lr 0.01 for both methods (seed 0, validation NDCG@10 0.194-0.206; at lr
+# 0.001 0.090-0.110 where the row stops on the popularity plateau, 0.190-0.205 at FedMF's d 128 and
+# both d 256; 0.090-0.110 at lr 0.0001); RQFedRec's fewer codes per level at d = 512 chose lr 0.01
+# at M 16 and 32 and lr 0.001 at M 64 and 128, as at M 256. docs/RESULTS.md "Budget".
 ROW_CHOICES: dict[str, dict[str, dict[str, float]]] = {
     'budget': {f'{method}-d{d}': {'learning_rate': 0.01, 'weight_decay': 1e-6}
                for method in ('fedmf', 'rqfedrec') for d in (32, 64, 128, 256)} | {

@@ -106,7 +106,6 @@ def test_grid_is_the_papers_learning_rate_by_weight_decay_grid():
     tables.grid_cells(['mostpop'], dataset_flags=ML100K)
 
 
-
 def test_grid_over_a_targets_rows_keeps_each_rows_flags_in_the_targets_own_folder():
   plan = tables.grid_cells(['fedmf-d32', 'rqfedrec-m16'], dataset_flags=ML100K, target='budget',
                            learning_rates=(0.01, 0.001), weight_decays=(1e-6,))
@@ -123,6 +122,7 @@ def test_grid_over_a_targets_rows_keeps_each_rows_flags_in_the_targets_own_folde
     tables.grid_cells(['fedmf-d7'], dataset_flags=ML100K, target='budget')
   with pytest.raises(ValueError, match=r"grid methods \['mostpop'\] are not trainable rows of longtail"):
     tables.grid_cells(['mostpop'], dataset_flags=ML100K, target='longtail')
+
 
 def _record(row, seed, recall, ndcg, paper_ndcg, **extra):
   return {'cell': f'{row}-s{seed}', 'row': row, 'test/recall@10': recall, 'test/mrr@10': 0.3,
@@ -178,7 +178,6 @@ def test_budget_varies_fedmfs_d_and_rqfedrecs_m_and_d_and_shares_table2s_default
   assert len(budget) == 14
 
 
-
 def test_budget_rows_chosen_on_their_own_validation_carry_their_learning_rate_in_the_validated_set_only():
   validated = {c.name: c.flag_dict for c in tables.cells('budget', dataset_flags=ML100K, seeds=[1])}
   pre_grid = {c.name: c.flag_dict for c in tables.cells('budget', dataset_flags=ML100K, seeds=[1],
@@ -199,6 +198,7 @@ def test_every_row_choice_names_a_row_of_its_target():
     assert set(rows) <= stems, sorted(set(rows) - stems)
   with pytest.raises(ValueError, match="hyperparameter set 'tuned' is unknown"):
     hyperparameters.row_choice('budget', 'fedmf-d32', 'tuned')
+
 
 def test_every_budget_curve_names_rows_of_the_budget_and_every_row_is_on_a_curve():
   spec = tables.spec_of('budget')
