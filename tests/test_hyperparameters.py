@@ -17,12 +17,13 @@ def test_validated_set_is_the_launchers_defaults():
         'init_scale': hyperparameters.DEFAULT_INIT_SCALE[algorithm], **floor}
 
 
-def test_validated_set_floors_early_stopping_at_round_30_for_the_methods_the_grid_chose_for():
-  for algorithm in ('fedmf', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec'):
+def test_validated_set_floors_early_stopping_at_round_30_for_the_methods_through_the_grid():
+  for algorithm in ('fedmf', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec', 'fedalphafuse', 'fedrlm_con',
+                    'fedrlm_gen'):
     assert hyperparameters.defaults(algorithm)['min_rounds'] == 30
     assert hyperparameters.defaults(algorithm, 'pre_grid')['min_rounds'] == 0
   # Not yet through the grid: the pre-grid protocol, no floor.
-  for algorithm in ('fedcia', 'fedalphafuse', 'fedrlm_con', 'fedrlm_gen', 'mf_local'):
+  for algorithm in ('fedcia', 'mf_local'):
     assert hyperparameters.defaults(algorithm)['min_rounds'] == 0
 
 

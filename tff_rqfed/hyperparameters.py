@@ -23,8 +23,10 @@ the collaborative channel. In the `validated` set the other methods the grid cho
 PFedRec, FedRAP, FedNCF, GPFedRec) have the same floor of 30 (`DEFAULT_MIN_ROUNDS`): at lr 0.001 FedMF
 sits on a popularity plateau for its first 4-16 rounds, which patience 10 alone can end (Table 7's
 noise-0.05 cell stopped at round 16, below MostPop; docs/RESULTS.md "Table 7"). A floor only changes
-runs whose best round came before it. The methods not yet through the grid keep their pre-grid
-values, floor 0 included, in both sets. When a share f of the clients takes part in each round, the
+runs whose best round came before it. FedAlphaFuse, FedRLM_con and FedRLM_gen (FedMF with a
+frozen language part or a text-alignment term) have the floor in the `validated` set from their grid
+on, so their grid's cells stop under the rule their chosen values run with. FedCIA and local MF keep
+their pre-grid values, floor 0 included, in both sets. When a share f of the clients takes part in each round, the
 experiment runner counts the rule in passes over the clients (`stopping_in_passes`: patience, floor,
 round cap and validation interval times 1/f).
 
@@ -64,7 +66,9 @@ PRE_GRID_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE}
 # The early-stop floor (module doc, `early_stop_floor`). RQFedRec is absent from both: its floor is
 # T_warm + tau of its own flags, so an ablation that changes tau changes it.
 VALIDATED_MIN_ROUNDS = 30
-FLOORED = ('fedmf', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec')  # the grid chose for them (and RQFedRec)
+# The grid chose for the first five (and RQFedRec); the Table 5 methods (FedMF plus text) have the floor
+# from their grid on, so their grid cells stop under the same rule as the chosen values will.
+FLOORED = ('fedmf', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec', 'fedalphafuse', 'fedrlm_con', 'fedrlm_gen')
 PRE_GRID_MIN_ROUNDS = {name: 0 for name in DEFAULT_LEARNING_RATE if name != 'rqfedrec'}
 DEFAULT_MIN_ROUNDS = PRE_GRID_MIN_ROUNDS | {name: VALIDATED_MIN_ROUNDS for name in FLOORED}
 
