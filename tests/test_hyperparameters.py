@@ -51,8 +51,8 @@ def test_pre_grid_set_is_lr_0_01_without_weight_decay_at_the_same_init_scales():
     assert hyperparameters.defaults(algorithm, 'pre_grid') == hyperparameters.defaults(algorithm)
 
 
-def test_the_grid_moved_fedmf_rqfedrec_pfedrec_fedrap_fedncf_and_gpfedrec_so_the_two_sets_differ_there():
-  for algorithm in ('fedmf', 'rqfedrec', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec'):
+def test_the_grid_moved_fedmf_rqfedrec_pfedrec_fedrap_fedncf_gpfedrec_and_fedalphafuse_so_the_sets_differ():
+  for algorithm in ('fedmf', 'rqfedrec', 'pfedrec', 'fedrap', 'fedncf', 'gpfedrec', 'fedalphafuse'):
     assert hyperparameters.defaults(algorithm) != hyperparameters.defaults(algorithm, 'pre_grid')
 
 
