@@ -28,15 +28,16 @@ noise-0.05 cell stopped at round 16, below MostPop; docs/RESULTS.md "Table 7"). 
 runs whose best round came before it. FedAlphaFuse, FedRLM_con and FedRLM_gen (FedMF with a
 frozen language part or a text-alignment term) have the floor in the `validated` set from their grid
 on, so their grid's cells stop under the rule their chosen values run with. FedCIA and local MF keep
-their pre-grid values, floor 0 included, in both sets. When a share f of the clients takes part in each round, the
-experiment runner counts the rule in passes over the clients (`stopping_in_passes`: patience, floor,
-round cap and validation interval times 1/f).
+their pre-grid values, floor 0 included, in both sets. When a share f of the clients takes part in
+each round, the experiment runner counts the rule in passes over the clients (`stopping_in_passes`:
+patience, floor, round cap and validation interval times 1/f).
 
-A row of a table that changes the model's size (the budget analysis's smaller d and M) has its
-learning rate chosen on its own validation, over the same learning rates at the weight decay chosen
-at d = 512 (`ROW_CHOICES`, `row_choice`; `launchers.experiments --grid --analysis=budget`): the lr
-0.001 chosen at d = 512 left five of the eight smaller-d rows (FedMF d 32 and 64, RQFedRec d 32 to
-128) on the popularity plateau.
+A row of a table whose setting differs from the one the grid chose in (the budget analysis's smaller
+d and M; Table 3's one user per client) has its learning rate chosen on its own validation, over the
+same learning rates at the weight decay chosen at d = 512 with 100 clients (`ROW_CHOICES`,
+`row_choice`; `launchers.experiments --grid --analysis=budget` or `--grid --table=3`): the lr 0.001
+chosen there left five of the eight smaller-d rows (FedMF d 32 and 64, RQFedRec d 32 to 128) and
+Table 3's PFedRec, FedMF and RQFedRec on the popularity plateau.
 
 Two named sets (`SETS`, `defaults`): `validated`, the values above, and `pre_grid`, the values every
 algorithm had before the grid (lr 0.01, weight decay 0, the same initialisation scales, no floor but
@@ -56,9 +57,8 @@ DEFAULT_LEARNING_RATE = {'fedmf': 0.001, 'fedncf': 0.001, 'mf_local': 0.01, 'pfe
 DEFAULT_INIT_SCALE = {'fedmf': 0.01, 'fedncf': 0.01, 'mf_local': 0.1, 'pfedrec': 0.01, 'fedrap': 0.01,
                       'gpfedrec': 0.01, 'fedcia': 0.01, 'fedalphafuse': 0.01, 'fedrlm_con': 0.01,
                       'fedrlm_gen': 0.01, 'rqfedrec': 0.01}
-DEFAULT_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE} | {'fedmf': 1e-6, 'rqfedrec': 1e-6,
-                                                                         'pfedrec': 1e-6, 'fedrap': 1e-3,
-                                                                         'gpfedrec': 1e-6, 'fedalphafuse': 1e-6}
+DEFAULT_WEIGHT_DECAY = {name: 0.0 for name in DEFAULT_LEARNING_RATE} | {
+    'fedmf': 1e-6, 'rqfedrec': 1e-6, 'pfedrec': 1e-6, 'fedrap': 1e-3, 'gpfedrec': 1e-6, 'fedalphafuse': 1e-6}
 
 # Before the grid every trainable algorithm ran at lr 0.01 and weight decay 0 (commit b47da37 and
 # earlier); the initialisation scales were already chosen (at lr 0.01) and are the same in both sets.
@@ -82,11 +82,12 @@ MAX_ROUNDS = 300
 RQFEDREC_WARMUP_ROUNDS = 20
 RQFEDREC_REFRESH_EVERY = 10
 
-# Rows of a target whose model differs in size from the d = 512 the grid chose at (the budget's smaller
-# d and M): their learning rate chosen on their own validation NDCG@10 (seed 0) over the paper's learning
-# rates at the weight decay chosen at d = 512 (`launchers.experiments --grid --analysis=budget
-# --methods=<stems> --weight_decays=1e-6`, `chosen-budget.json`); target -> row stem -> values. The
-# `validated` set only: `pre_grid` runs every row at its algorithm's pre-grid values.
+# Rows of a target whose setting differs from the grid's (d = 512, 100 clients): the budget's smaller d
+# and M, Table 3's one user per client. Their learning rate chosen on their own validation NDCG@10 (seed
+# 0) over the paper's learning rates at the weight decay chosen at d = 512 (`launchers.experiments
+# --grid --analysis=budget --methods=<stems> --weight_decays=1e-6`, `chosen-budget.json`; `--grid
+# --table=3`, `chosen-table3.json`); target -> row stem -> values. The `validated` set only:
+# `pre_grid` runs every row at its algorithm's pre-grid values.
 # Every smaller d chose lr 0.01 for both methods (seed 0, validation NDCG@10 0.194-0.206; at lr
 # 0.001 0.090-0.110 where the row stops on the popularity plateau, 0.190-0.205 at FedMF's d 128 and
 # both d 256; 0.090-0.110 at lr 0.0001); RQFedRec's fewer codes per level at d = 512 chose lr 0.01
@@ -98,6 +99,11 @@ ROW_CHOICES: dict[str, dict[str, dict[str, float]]] = {
         'rqfedrec-m32': {'learning_rate': 0.01, 'weight_decay': 1e-6},
         'rqfedrec-m64': {'learning_rate': 0.001, 'weight_decay': 1e-6},
         'rqfedrec-m128': {'learning_rate': 0.001, 'weight_decay': 1e-6}},
+    # Table 3, one user per client (943 clients): at lr 0.001 PFedRec, FedMF and RQFedRec stop on the
+    # popularity plateau (validation 0.118, 0.112, 0.096). PFedRec chose lr 0.01 (0.2121; lr 0.0001
+    # 0.1087 after 272 rounds). GPFedRec and FedRAP (32-63 s a round here) were not searched.
+    # docs/RESULTS.md "Table 3".
+    'table3': {'pfedrec': {'learning_rate': 0.01, 'weight_decay': 1e-6}},
 }
 
 SETS = {'validated': (DEFAULT_LEARNING_RATE, DEFAULT_WEIGHT_DECAY, DEFAULT_MIN_ROUNDS),

@@ -192,6 +192,25 @@ def test_budget_rows_chosen_on_their_own_validation_carry_their_learning_rate_in
     assert validated[name]['learning_rate'] == hyperparameters.DEFAULT_LEARNING_RATE[name[:-3]]
 
 
+def test_table3_rows_chosen_for_one_user_per_client_keep_their_choice_out_of_the_100_client_tables():
+  validated = {c.name: c.flag_dict for c in tables.cells('table3', dataset_flags=ML100K, seeds=[0])}
+  pre_grid = {c.name: c.flag_dict for c in tables.cells('table3', dataset_flags=ML100K, seeds=[0],
+                                                        hyperparameter_set='pre_grid')}
+  chosen = hyperparameters.ROW_CHOICES['table3']
+  assert chosen  # the grid over Table 3's rows has chosen for some rows
+  for stem, values in chosen.items():
+    flags = validated[f'per_user/{stem}-s0']
+    assert {k: flags[k] for k in values} == values and flags['partition'] == 'per_user'
+    assert pre_grid[f'per_user/{stem}-s0']['learning_rate'] == 0.01
+  # Rows not searched with one user per client keep their algorithm's values, and the same algorithms'
+  # 100-client cells (Table 2) keep theirs: a row's choice stays in its own table.
+  for stem in {flags['algorithm'] for flags in validated.values()} - set(chosen):
+    assert validated[f'per_user/{stem}-s0']['learning_rate'] == hyperparameters.DEFAULT_LEARNING_RATE[stem]
+  for stem in chosen:
+    hundred_clients = tables.cells('table2', dataset_flags=ML100K, seeds=[0], methods=[stem])[0].flag_dict
+    assert hundred_clients['learning_rate'] == hyperparameters.DEFAULT_LEARNING_RATE[stem]
+
+
 def test_every_row_choice_names_a_row_of_its_target():
   for target, rows in hyperparameters.ROW_CHOICES.items():
     stems = {row.stem for row in tables.spec_of(target)['rows']}
