@@ -255,8 +255,8 @@ def cells(name: str, *, dataset_flags: dict, seeds, methods=None, extra=None,
   `dataset_flags` (e.g. `{'dataset': 'ml-100k'}`) go to every cell; `extra` maps an algorithm to
   more flags (the quick mode's small codebooks, a dataset's `DATASET_MEMORY_FLAGS`);
   `hyperparameter_set` names the learning rates, weight decays and floors (`hyperparameters.SETS`);
-  in `validated`, a row chosen on its own (`hyperparameters.ROW_CHOICES`, the budget's smaller d) has
-  its own learning rate and weight decay.
+  in `validated`, a row chosen on its own (`hyperparameters.ROW_CHOICES`: the budget's smaller d,
+  Table 3's one user per client) has its own learning rate and weight decay.
   """
   spec = spec_of(name)
   rows = [row for row in spec['rows'] if methods is None or row.stem in methods]
@@ -273,8 +273,9 @@ def grid_cells(methods, *, dataset_flags: dict, seed: int = 0, extra=None, learn
 
   `methods` are algorithm names (cells `grid/<method>-lr<lr>-wd<wd>-s<seed>`), or with `target` (a
   name of `SPECS`) stems of that target's rows, each cell with its row's flags (the budget's
-  `fedmf-d32` is FedMF at d = 32; cells `grid/<target>/<stem>-lr...`): a row that changes the model's
-  size gets its learning rate chosen on its own validation (`hyperparameters.ROW_CHOICES`).
+  `fedmf-d32` is FedMF at d = 32; cells `grid/<target>/<stem>-lr...`): a row whose setting differs
+  from the grid's (model size, one user per client) gets its learning rate chosen on its own
+  validation (`hyperparameters.ROW_CHOICES`).
   `learning_rates` and `weight_decays` default to the paper's grid (`hyperparameters`).
   """
   if target is None:
