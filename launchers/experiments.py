@@ -21,7 +21,8 @@ and `table<N>.md` / `figure<N>.md` (laid out like the paper's table, its numbers
 validation curve per row (`<target>-validation.png`) and for Figure 3 its bars (`figure3.png`); or,
 with `--grid`,
 `grid.csv`, `choosing.md` and `chosen.json` (the best learning rate and weight decay per method on
-validation NDCG@10; copy them into `tff_rqfed/hyperparameters.py`). `--grid` with a table, figure or
+validation NDCG@10, for the methods whose every cell finished; copy them into
+`tff_rqfed/hyperparameters.py`). `--grid` with a table, figure or
 analysis runs the grid over the rows `--methods` names (row stems, each with its row's flags, e.g. the
 budget's smaller d) into `grid/<target>/` and writes `grid-<target>.csv`, `choosing-<target>.md` and
 `chosen-<target>.json` (copy them into `hyperparameters.ROW_CHOICES`). A cell's learning rate, weight

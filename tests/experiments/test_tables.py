@@ -167,6 +167,18 @@ def test_choosing_table_marks_the_best_validation_ndcg_per_method():
   assert text.splitlines()[2] == ('| fedmf | 0.2000 | **0.2100** | 0.1900 | 0.1500 | lr 0.01, wd 1e-06 |')
 
 
+def test_choosing_table_names_no_choice_for_a_row_with_unfinished_cells():
+  complete = [(0.01, 0.0, 0.20), (0.01, 1e-6, 0.21), (0.001, 0.0, 0.19), (0.001, 1e-6, 0.15)]
+  records = pd.DataFrame(
+      [{'row': 'fedmf', 'flag_learning_rate': lr, 'flag_weight_decay': wd, 'valid/ndcg@10': v}
+       for lr, wd, v in complete]
+      + [{'row': 'gpfedrec', 'flag_learning_rate': 0.001, 'flag_weight_decay': wd, 'valid/ndcg@10': v}
+         for wd, v in [(0.0, 0.11), (1e-6, 0.12)]])
+  text, chosen = tables.choosing_markdown(records)
+  assert list(chosen) == ['fedmf']  # gpfedrec's lr-0.01 cells are missing: its best so far is no choice
+  assert text.splitlines()[3] == '| gpfedrec | - | - | 0.1100 | 0.1200 | none: 2 of 4 cells finished |'
+
+
 def test_budget_varies_fedmfs_d_and_rqfedrecs_m_and_d_and_shares_table2s_default_cells():
   budget = {c.name: c.flag_dict for c in tables.cells('budget', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}
   table2 = {c.name: c.flag_dict for c in tables.cells('table2', dataset_flags={'dataset': 'ml-100k'}, seeds=[0])}

@@ -416,25 +416,43 @@ def groups_markdown(name: str, records: pd.DataFrame, *, dataset: str) -> str:
   return '\n'.join(lines + machines_note(records)) + '\n'
 
 
+def _pair_mask(records: pd.DataFrame, learning_rate: float, weight_decay: float) -> pd.Series:
+  return (np.isclose(records['flag_learning_rate'].astype(float), learning_rate)
+          & np.isclose(records['flag_weight_decay'].astype(float), weight_decay))
+
+
+def _has_cell(records: pd.DataFrame, learning_rate: float, weight_decay: float) -> bool:
+  return bool(_pair_mask(records, learning_rate, weight_decay).any())
+
+
 def choosing_markdown(records: pd.DataFrame) -> tuple[str, dict]:
-  """The grid as a table of validation NDCG@10 per (lr, weight decay), and the best pair per method."""
+  """The grid as a table of validation NDCG@10 per (lr, weight decay), and the best pair per method.
+
+  The columns are every pair some row has a finished cell for. A row is chosen for only when it has a
+  cell in every column: a partial row (cells still running, interrupted or not run) says how many it
+  has and stays out of the returned choices, so `chosen.json` never records a choice from part of a
+  grid."""
   learning_rates = sorted(set(records['flag_learning_rate'].astype(float)), reverse=True)
   weight_decays = sorted(set(records['flag_weight_decay'].astype(float)))
-  pairs = [(lr, wd) for lr in learning_rates for wd in weight_decays]
+  pairs = [(lr, wd) for lr in learning_rates for wd in weight_decays
+           if _has_cell(records, lr, wd)]
   lines = ['| method | ' + ' | '.join(f'lr {lr:g}, wd {wd:g}' for lr, wd in pairs) + ' | chosen |',
            '|---|' + '---|' * (len(pairs) + 1)]
   chosen = {}
   for method, group in records.groupby('row', sort=False):
+    matches = [group[_pair_mask(group, lr, wd)] for lr, wd in pairs]
+    finished = sum(not match.empty for match in matches)
     best = group.loc[group['valid/ndcg@10'].astype(float).idxmax()]
-    chosen[method] = {'learning_rate': float(best['flag_learning_rate']),
-                      'weight_decay': float(best['flag_weight_decay']),
-                      'valid/ndcg@10': float(best['valid/ndcg@10'])}
+    complete = finished == len(pairs)
+    if complete:
+      chosen[method] = {'learning_rate': float(best['flag_learning_rate']),
+                        'weight_decay': float(best['flag_weight_decay']),
+                        'valid/ndcg@10': float(best['valid/ndcg@10'])}
     values = []
-    for lr, wd in pairs:
-      match = group[np.isclose(group['flag_learning_rate'].astype(float), lr)
-                    & np.isclose(group['flag_weight_decay'].astype(float), wd)]
+    for match in matches:
       value = '-' if match.empty else f"{float(match['valid/ndcg@10'].iloc[0]):.4f}"
-      values.append(f'**{value}**' if best.name in match.index else value)
-    lines.append(f'| {method} | ' + ' | '.join(values)
-                 + f" | lr {chosen[method]['learning_rate']:g}, wd {chosen[method]['weight_decay']:g} |")
+      values.append(f'**{value}**' if complete and best.name in match.index else value)
+    verdict = (f"lr {chosen[method]['learning_rate']:g}, wd {chosen[method]['weight_decay']:g}"
+               if complete else f'none: {finished} of {len(pairs)} cells finished')
+    lines.append(f'| {method} | ' + ' | '.join(values) + f' | {verdict} |')
   return '\n'.join(lines) + '\n', chosen
