@@ -5,9 +5,10 @@ chosen on the validation NDCG@10 of ML-100k (paper protocol, 100 clients, d = 51
 paper's grid, lr {0.01, 0.001, 0.0001} x weight decay {0, 1e-6, 1e-3} (`launchers.experiments --grid`);
 the first three choose lr 0.001, wd 1e-6, FedRAP lr 0.01, wd 1e-3 (still below MostPop on test; lr
 0.001, wd 1e-3 until its lr-0.01 cell was rerun under the early-stop floor below, which let it climb
-from 0.1085 to 0.1162 against 0.1156), FedNCF lr 0.001, wd 0, GPFedRec lr 0.01, wd 1e-6 (at lr 0.001 and below it stalls near the popularity
-level), FedAlphaFuse lr 0.01, wd 1e-6 (at lr 0.001 its validation dips from round 6 to about 40 and
-climbs again only slowly: run to the 300-round cap it stays below lr 0.01).
+from 0.1085 to 0.1162 against 0.1156), FedNCF lr 0.001, wd 0, GPFedRec lr 0.01, wd 1e-6 (at lr
+0.001 and below it stalls near the popularity level), FedAlphaFuse lr 0.01, wd 1e-6 (at lr 0.001 its
+validation dips from round 6 to about 40 and climbs again only slowly: run to the 300-round cap it
+stays below lr 0.01).
 The initialisation scale was chosen before, from {0.1, 0.035, 0.01, 0.003} at lr 0.01.
 docs/RESULTS.md "The validation grid" and "Choosing the defaults" have the numbers.
 
