@@ -421,10 +421,6 @@ def _pair_mask(records: pd.DataFrame, learning_rate: float, weight_decay: float)
           & np.isclose(records['flag_weight_decay'].astype(float), weight_decay))
 
 
-def _has_cell(records: pd.DataFrame, learning_rate: float, weight_decay: float) -> bool:
-  return bool(_pair_mask(records, learning_rate, weight_decay).any())
-
-
 def choosing_markdown(records: pd.DataFrame) -> tuple[str, dict]:
   """The grid as a table of validation NDCG@10 per (lr, weight decay), and the best pair per method.
 
@@ -432,10 +428,8 @@ def choosing_markdown(records: pd.DataFrame) -> tuple[str, dict]:
   cell in every column: a partial row (cells still running, interrupted or not run) says how many it
   has and stays out of the returned choices, so `chosen.json` never records a choice from part of a
   grid."""
-  learning_rates = sorted(set(records['flag_learning_rate'].astype(float)), reverse=True)
-  weight_decays = sorted(set(records['flag_weight_decay'].astype(float)))
-  pairs = [(lr, wd) for lr in learning_rates for wd in weight_decays
-           if _has_cell(records, lr, wd)]
+  pairs = set(zip(records['flag_learning_rate'].astype(float), records['flag_weight_decay'].astype(float)))
+  pairs = sorted(pairs, key=lambda pair: (-pair[0], pair[1]))  # lr falling, weight decay rising
   lines = ['| method | ' + ' | '.join(f'lr {lr:g}, wd {wd:g}' for lr, wd in pairs) + ' | chosen |',
            '|---|' + '---|' * (len(pairs) + 1)]
   chosen = {}
